@@ -1,0 +1,40 @@
+# paramlab: `make run` sets up and trains the demo model; `make test` sets up and runs the test suite.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMP := $(VENV)/.installed
+WORKDIR ?= runs/demo
+
+.PHONY: setup run test lint format bench clean
+
+setup: $(STAMP)
+
+$(STAMP): setup.cfg pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -c constraints.txt -e ".[test,mup]"
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(PY) -m experiments.train --config=experiments/configs/demo.py --workdir=$(WORKDIR)
+
+test: $(STAMP)
+	$(PY) -m pytest -n 2 --dist loadfile -q tests
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check paramlab experiments benchmarks tests
+	$(VENV)/bin/ruff format --check paramlab experiments benchmarks tests
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format paramlab experiments benchmarks tests
+	$(VENV)/bin/ruff check --fix paramlab experiments benchmarks tests
+
+bench: $(STAMP)
+	$(PY) -m benchmarks.optimizers --out=docs/bench
+	$(PY) -m benchmarks.parametrization --out=docs/bench
+	$(PY) -m benchmarks.train_step --out=docs/bench
+	$(PY) -m benchmarks.sweep --out=docs/bench
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

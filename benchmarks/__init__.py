@@ -1,0 +1,1 @@
+"""paramlab benchmarks: write JSON, compare against optax / plain training in the same run."""

@@ -1,0 +1,1 @@
+"""paramlab experiments: absl entry points and ml_collections configs."""

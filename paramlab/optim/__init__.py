@@ -1,0 +1,10 @@
+"""paramlab.optim: optax gradient transformations for width-transferable training."""
+
+from paramlab.optim.scaling import (
+    ScaleByAdamPerParamEpsState,
+    adam_per_param_eps,
+    add_decayed_weights_per_param,
+    decay_weights_independent_of_lr,
+    scale_by_adam_per_param_eps,
+    scale_by_tree,
+)

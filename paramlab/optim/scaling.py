@@ -1,0 +1,218 @@
+"""Per-parameter scaling primitives driven by a parametrization.
+
+A parametrization (see :mod:`paramlab.parametrization`) produces, for every parameter, a learning-rate
+multiplier, an Adam epsilon and a weight-decay rate. These transformations apply such per-leaf scalars
+inside an ordinary ``optax.chain``:
+
+* :func:`scale_by_tree` multiplies each update leaf by its own scalar: ``u_l <- s_l * u_l``.
+* :func:`scale_by_adam_per_param_eps` is Adam's preconditioner with a per-leaf epsilon ``eps_l``:
+  ``u_l = m_hat_l / (sqrt(v_hat_l + eps_root) + eps_l)`` (Kingma & Ba, 2015; per-layer epsilon from
+  Everett et al., 2024, section on epsilon underflow).
+* :func:`add_decayed_weights_per_param` adds ``wd_l * param_l`` to the update. Placed *before* the
+  learning-rate scaling it gives the AdamW convention (decay multiplied by the learning rate,
+  Loshchilov & Hutter, 2019).
+* :func:`decay_weights_independent_of_lr` subtracts ``wd_l * param_l`` from the final update. Placed
+  *after* the learning-rate scaling it gives the "independent" convention (decay not multiplied by the
+  learning rate), which keeps the equilibrium norm fixed when the learning rate is swept.
+
+The scalar trees must have the same structure as the parameters; a mismatch is a ``ValueError``
+naming the first path that differs.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from paramlab.optim._checks import check_in_unit_interval, check_non_negative, check_scalar_tree
+
+__all__ = [
+    "add_decayed_weights_per_param",
+    "adam_per_param_eps",
+    "decay_weights_independent_of_lr",
+    "scale_by_adam_per_param_eps",
+    "scale_by_tree",
+]
+
+
+def _scalar_tree_map(fn, scalars: Any, updates: Any, *rest: Any) -> Any:
+    """Map ``fn(scalar, update, *rest)`` over updates, treating ``None`` updates as absent."""
+    return jax.tree.map(
+        lambda u, s, *r: None if u is None else fn(s, u, *r),
+        updates,
+        scalars,
+        *rest,
+        is_leaf=lambda x: x is None,
+    )
+
+
+def scale_by_tree(multipliers: Any) -> optax.GradientTransformation:
+    """Multiply each update leaf by its own scalar: ``u_l <- s_l * u_l``.
+
+    Args:
+      multipliers: a pytree with the parameters' structure whose leaves are Python floats or 0-d
+        arrays (for instance a plan's learning-rate multipliers ``(n/n0)^(-c_l)``).
+
+    Returns:
+      A stateless ``optax.GradientTransformation``.
+    """
+
+    def init_fn(params):
+        check_scalar_tree(multipliers, params, "multipliers")
+        return optax.EmptyState()
+
+    def update_fn(updates, state, params=None):
+        del params
+        scaled = _scalar_tree_map(lambda s, u: (s * u).astype(u.dtype), multipliers, updates)
+        return scaled, state
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+class ScaleByAdamPerParamEpsState(NamedTuple):
+    """State of :func:`scale_by_adam_per_param_eps`: step count and the two moment EMAs."""
+
+    count: jax.Array
+    mu: Any
+    nu: Any
+
+
+def scale_by_adam_per_param_eps(
+    eps: Any,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps_root: float = 0.0,
+    mu_dtype: Any | None = None,
+) -> optax.GradientTransformation:
+    """Adam's preconditioner with a per-parameter epsilon.
+
+    ``m_t = b1 m + (1-b1) g``, ``v_t = b2 v + (1-b2) g^2``, bias-corrected ``m_hat``, ``v_hat``, and
+    ``u_l = m_hat_l / (sqrt(v_hat_l + eps_root) + eps_l)``. With every ``eps_l`` equal this is exactly
+    ``optax.scale_by_adam``.
+
+    Args:
+      eps: a float (shared) or a pytree of non-negative scalars matching the parameters, e.g.
+        ``eps_0 * (n/n0)^(-g_l)`` so that epsilon tracks the gradient scale of each layer.
+      b1: first-moment decay, in [0, 1).
+      b2: second-moment decay, in [0, 1).
+      eps_root: added inside the square root (as in optax).
+      mu_dtype: optional dtype of the first moment.
+    """
+    check_in_unit_interval(b1, "b1")
+    check_in_unit_interval(b2, "b2")
+    check_non_negative(eps_root, "eps_root")
+    if isinstance(eps, (int, float)):
+        check_non_negative(eps, "eps")
+    mu_dtype = None if mu_dtype is None else jnp.dtype(mu_dtype)
+
+    def init_fn(params):
+        if not isinstance(eps, (int, float)):
+            check_scalar_tree(eps, params, "eps", non_negative=True)
+        mu = optax.tree.zeros_like(params, dtype=mu_dtype)
+        nu = optax.tree.zeros_like(params)
+        return ScaleByAdamPerParamEpsState(count=jnp.zeros([], jnp.int32), mu=mu, nu=nu)
+
+    def update_fn(updates, state, params=None):
+        del params
+        mu = optax.tree.update_moment(updates, state.mu, b1, 1)
+        nu = optax.tree.update_moment_per_elem_norm(updates, state.nu, b2, 2)
+        count = optax.safe_increment(state.count)
+        mu_hat = optax.tree.bias_correction(mu, b1, count)
+        nu_hat = optax.tree.bias_correction(nu, b2, count)
+        eps_tree = jax.tree.map(lambda _: eps, updates) if isinstance(eps, (int, float)) else eps
+        new_updates = _scalar_tree_map(
+            lambda e, m, v: (m / (jnp.sqrt(v + eps_root) + e)).astype(m.dtype),
+            eps_tree,
+            mu_hat,
+            nu_hat,
+        )
+        mu = optax.tree.cast(mu, mu_dtype)
+        return new_updates, ScaleByAdamPerParamEpsState(count=count, mu=mu, nu=nu)
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+def adam_per_param_eps(
+    learning_rate: optax.ScalarOrSchedule,
+    eps: Any,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps_root: float = 0.0,
+    mu_dtype: Any | None = None,
+) -> optax.GradientTransformation:
+    """Adam with a per-parameter epsilon: :func:`scale_by_adam_per_param_eps` then ``-learning_rate``."""
+    return optax.chain(
+        scale_by_adam_per_param_eps(eps, b1=b1, b2=b2, eps_root=eps_root, mu_dtype=mu_dtype),
+        optax.scale_by_learning_rate(learning_rate),
+    )
+
+
+def add_decayed_weights_per_param(rates: Any) -> optax.GradientTransformation:
+    """Add ``wd_l * param_l`` to each update leaf (per-leaf weight-decay rates).
+
+    Place it before ``optax.scale_by_learning_rate`` for the AdamW convention in which the decay is
+    multiplied by the (scheduled) learning rate: ``p <- p - lr * (u + wd_l * p)``.
+
+    Args:
+      rates: a float or a pytree of non-negative scalars matching the parameters.
+    """
+
+    def init_fn(params):
+        _check_rates(rates, params)
+        return optax.EmptyState()
+
+    def update_fn(updates, state, params=None):
+        if params is None:
+            raise ValueError("add_decayed_weights_per_param needs params: pass params to update().")
+        rate_tree = _as_tree(rates, updates)
+        new = _scalar_tree_map(
+            lambda r, u, p: (u + r * p).astype(u.dtype), rate_tree, updates, params
+        )
+        return new, state
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+def decay_weights_independent_of_lr(rates: Any) -> optax.GradientTransformation:
+    """Subtract ``wd_l * param_l`` from each (final) update leaf: decay independent of the LR.
+
+    Place it after ``optax.scale_by_learning_rate``: ``p <- p - lr * u - wd_l * p``. Sweeping the
+    learning rate then leaves the per-step shrink factor ``(1 - wd_l)`` unchanged.
+
+    Args:
+      rates: a float or a pytree of non-negative scalars matching the parameters.
+    """
+
+    def init_fn(params):
+        _check_rates(rates, params)
+        return optax.EmptyState()
+
+    def update_fn(updates, state, params=None):
+        if params is None:
+            raise ValueError(
+                "decay_weights_independent_of_lr needs params: pass params to update()."
+            )
+        rate_tree = _as_tree(rates, updates)
+        new = _scalar_tree_map(
+            lambda r, u, p: (u - r * p).astype(u.dtype), rate_tree, updates, params
+        )
+        return new, state
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+def _as_tree(value: Any, like: Any) -> Any:
+    """Broadcast a Python scalar to a tree shaped like ``like``; return trees unchanged."""
+    if isinstance(value, (int, float)):
+        return jax.tree.map(lambda _: value, like)
+    return value
+
+
+def _check_rates(rates: Any, params: Any) -> None:
+    if isinstance(rates, (int, float)):
+        check_non_negative(rates, "rates")
+    else:
+        check_scalar_tree(rates, params, "rates", non_negative=True)
