@@ -1,0 +1,238 @@
+"""Checkpoints that resume exactly: orbax ``CheckpointManager`` with four items per step.
+
+``<directory>/<step>/`` holds
+
+* ``state``: the :class:`~paramlab.train.state.TrainState` (step, stored params, optimizer state),
+  restored onto whatever shardings the caller asks for (so a run may resume on another mesh);
+* ``data``: the batch iterator's JSON state, so the resumed run draws exactly the batches the
+  uninterrupted run would have drawn;
+* ``config``: the run's configuration (JSON);
+* ``plan``: the parametrization plan (JSON), so the spec survives the checkpoint.
+
+Saves are asynchronous (training continues while orbax writes) and atomic: orbax writes to a
+temporary directory and renames it when complete, so a process killed mid-save leaves the previous
+checkpoint as the latest. ``max_to_keep`` keeps the newest N.
+
+Restoring is strict. The saved config must equal the current one outside the keys a resumed run may
+change (``resume_mutable``: logging, checkpoint and eval cadence, the mesh), every saved array must
+have the shape and dtype the current model expects, and any failure to read is a
+:class:`CheckpointError` naming the checkpoint's directory; a run never silently starts over.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from etils import epath
+
+from paramlab.train.state import TrainingDiverged, TrainState, tree_is_finite
+
+__all__ = ["CheckpointError", "Checkpointer", "Restored", "config_differences"]
+
+_ITEMS = ("state", "data", "config", "plan")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be read, or that belongs to a different run configuration."""
+
+
+class Restored(NamedTuple):
+    """What :meth:`Checkpointer.restore` returns."""
+
+    state: TrainState
+    data_state: Any
+    config: dict
+    plan: Any
+
+
+class Checkpointer:
+    """Save and restore train states with an orbax ``CheckpointManager``.
+
+    Args:
+      directory: where step directories are written (created if missing).
+      max_to_keep: keep only the newest ``max_to_keep`` checkpoints (>= 1).
+      async_save: write in a background thread (call :meth:`wait` or :meth:`close` before exit).
+    """
+
+    def __init__(self, directory: str | epath.PathLike, *, max_to_keep: int = 3, async_save: bool = True):
+        if int(max_to_keep) != max_to_keep or max_to_keep < 1:
+            raise ValueError(f"max_to_keep must be an integer >= 1, got {max_to_keep!r}.")
+        self.directory = epath.Path(directory)
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=int(max_to_keep),
+            enable_async_checkpointing=async_save,
+            cleanup_tmp_directories=True,
+        )
+        self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=_ITEMS)
+
+    def latest_step(self) -> int | None:
+        """The newest complete checkpoint's step, or ``None`` when there is none."""
+        return self._manager.latest_step()
+
+    def all_steps(self) -> list[int]:
+        """Steps of every complete checkpoint, oldest first."""
+        return sorted(self._manager.all_steps())
+
+    def step_directory(self, step: int) -> epath.Path:
+        """The directory of the checkpoint at ``step``."""
+        return self.directory / str(step)
+
+    def save(self, state: TrainState, *, data_state: Any, config: Mapping, plan: Any = None) -> None:
+        """Save ``state`` (at step ``int(state.step)``) with the iterator state, config and plan.
+
+        Raises:
+          TrainingDiverged: if any floating-point value in ``state`` is non-finite (never saved).
+        """
+        step = int(state.step)
+        if not tree_is_finite(state):
+            raise TrainingDiverged(f"refusing to save a non-finite train state at step {step}.")
+        args = ocp.args.Composite(
+            state=ocp.args.StandardSave(state),
+            data=ocp.args.JsonSave(_json_roundtrip(data_state, "data_state")),
+            config=ocp.args.JsonSave(_json_roundtrip(config, "config")),
+            plan=ocp.args.JsonSave(_json_roundtrip(plan, "plan")),
+        )
+        self._manager.save(step, args=args, force=True)
+
+    def restore(
+        self,
+        step: int,
+        abstract_state: TrainState,
+        *,
+        config: Mapping | None = None,
+        resume_mutable: Iterable[str] = (),
+    ) -> Restored:
+        """Restore the checkpoint at ``step`` onto ``abstract_state``'s shapes, dtypes and shardings.
+
+        Args:
+          step: a step from :meth:`all_steps`.
+          abstract_state: a ``TrainState`` of ``jax.ShapeDtypeStruct`` s (with ``sharding`` set for a
+            mesh), e.g. ``jax.eval_shape`` of the state initializer.
+          config: the current run's config; when given, it must equal the saved one except under the
+            dotted key prefixes in ``resume_mutable``.
+          resume_mutable: config key prefixes allowed to differ (e.g. ``"logging"``).
+
+        Raises:
+          CheckpointError: naming the checkpoint directory, when it is unreadable, was written by a
+            different config, or holds arrays of other shapes or dtypes.
+        """
+        where = self.step_directory(step)
+        try:
+            meta = self._manager.item_metadata(step)
+            saved_config = self._manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
+            saved_config = saved_config.config
+        except Exception as e:  # orbax raises many types for unreadable files
+            raise CheckpointError(f"checkpoint {where} is unreadable ({type(e).__name__}: {e}).") from e
+        if config is not None:
+            diffs = config_differences(saved_config, _json_roundtrip(config, "config"), resume_mutable)
+            if diffs:
+                raise CheckpointError(
+                    f"checkpoint {where} was written by a different config ({'; '.join(diffs[:6])}); "
+                    "use a new workdir or the original config."
+                )
+        problems = _shape_problems(meta["state"], abstract_state)
+        if problems:
+            raise CheckpointError(
+                f"checkpoint {where} does not match the current model/optimizer state ({len(problems)} "
+                f"arrays differ): {'; '.join(problems[:4])}."
+            )
+        try:
+            restored = self._manager.restore(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(abstract_state),
+                    data=ocp.args.JsonRestore(),
+                    plan=ocp.args.JsonRestore(),
+                ),
+            )
+        except Exception as e:
+            raise CheckpointError(f"checkpoint {where} is unreadable ({type(e).__name__}: {e}).") from e
+        state = TrainState(*restored.state) if not isinstance(restored.state, TrainState) else restored.state
+        return Restored(state=state, data_state=restored.data, config=saved_config, plan=restored.plan)
+
+    def wait(self) -> None:
+        """Block until pending asynchronous saves are on disk."""
+        self._manager.wait_until_finished()
+
+    def close(self) -> None:
+        """Finish pending saves and release the manager's threads."""
+        self._manager.wait_until_finished()
+        self._manager.close()
+
+    def __enter__(self) -> Checkpointer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def config_differences(saved: Mapping, current: Mapping, mutable: Iterable[str] = ()) -> list[str]:
+    """``"key: saved -> current"`` for each dotted key whose value differs, outside ``mutable`` prefixes."""
+    mutable = tuple(mutable)
+    flat_saved, flat_current = _flatten(saved), _flatten(current)
+    diffs = []
+    for key in sorted(set(flat_saved) | set(flat_current)):
+        if any(key == m or key.startswith(m + ".") for m in mutable):
+            continue
+        a, b = flat_saved.get(key, "<missing>"), flat_current.get(key, "<missing>")
+        if a != b:
+            diffs.append(f"{key}: {a!r} -> {b!r}")
+    return diffs
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(tree, Mapping):
+        out = {}
+        for k, v in tree.items():
+            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    return {prefix: tree}
+
+
+def _json_roundtrip(value: Any, name: str) -> Any:
+    """``value`` as JSON would return it (tuples become lists), so saved and current compare equal."""
+    if hasattr(value, "to_dict"):
+        value = value.to_dict()
+    try:
+        return json.loads(json.dumps(value))
+    except TypeError as e:
+        raise ValueError(f"{name} must be JSON-serializable: {e}") from e
+
+
+def _path_str(path: tuple) -> str:
+    parts = []
+    for key in path:
+        for attr in ("key", "name", "idx"):
+            if hasattr(key, attr):
+                parts.append(str(getattr(key, attr)))
+                break
+    return "/".join(parts)
+
+
+def _shape_problems(metadata: Any, abstract_state: TrainState) -> list[str]:
+    """Differences in paths, shapes and dtypes between saved array metadata and the expected state."""
+    tree = getattr(metadata, "tree", metadata)
+    saved = {
+        _path_str(p): (tuple(m.shape), np.dtype(m.dtype))
+        for p, m in jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda x: hasattr(x, "shape"))[0]
+    }
+    expected = {
+        _path_str(p): (tuple(x.shape), np.dtype(x.dtype))
+        for p, x in jax.tree_util.tree_flatten_with_path(abstract_state._asdict())[0]
+    }
+    problems = []
+    order = {"params": 0, "step": 1, "opt_state": 2}
+    for key in sorted(set(saved) | set(expected), key=lambda k: (order.get(k.split("/")[0], 3), k)):
+        if key not in saved:
+            problems.append(f"{key} missing from the checkpoint")
+        elif key not in expected:
+            problems.append(f"{key} in the checkpoint is not in the current state")
+        elif saved[key] != expected[key]:
+            (s_shape, s_dtype), (e_shape, e_dtype) = saved[key], expected[key]
+            problems.append(f"{key} saved {s_shape} {s_dtype}, expected {e_shape} {e_dtype}")
+    return problems

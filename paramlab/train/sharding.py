@@ -1,0 +1,101 @@
+"""Device meshes and shardings for data-parallel and FSDP training (``jax.sharding``).
+
+The mesh has two named axes, ``("data", "fsdp")``:
+
+* the batch's leading axis is split over *both* (every device sees ``B / n_devices`` rows);
+* parameters and optimizer state are replicated over ``data`` and, when ``fsdp > 1``, split over
+  ``fsdp`` along their largest axis whose size is divisible by ``fsdp`` (ties: the first such axis);
+  a leaf with no divisible axis (scalars, odd-sized vectors) stays replicated.
+
+So ``(n, 1)`` is plain data parallelism, ``(1, n)`` is fully sharded data parallelism (ZeRO-3:
+each device stores ``1 / n`` of the weights and moments; XLA inserts the all-gathers and
+reduce-scatters), and anything between is hybrid. The rule reads only shapes, so the same
+function shards params, Adam moments, factored moments and the step counter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+__all__ = [
+    "BATCH_AXES",
+    "batch_sharding",
+    "fsdp_partition_spec",
+    "make_mesh",
+    "replicated",
+    "shard_batch",
+    "tree_shardings",
+]
+
+BATCH_AXES = ("data", "fsdp")
+
+
+def make_mesh(data: int = -1, fsdp: int = 1, devices: Sequence[jax.Device] | None = None) -> Mesh:
+    """A ``(data, fsdp)`` mesh over ``devices`` (default: all of ``jax.devices()``).
+
+    Args:
+      data: the data-parallel axis size; ``-1`` takes the devices left after ``fsdp``.
+      fsdp: the parameter-sharding axis size; ``-1`` takes the devices left after ``data``.
+      devices: the devices to use; ``data * fsdp`` must equal their number.
+    """
+    devices = list(jax.devices() if devices is None else devices)
+    n = len(devices)
+    if data == -1 and fsdp == -1:
+        raise ValueError("make_mesh: at most one of data and fsdp may be -1.")
+    for name, size in (("data", data), ("fsdp", fsdp)):
+        if size != -1 and (int(size) != size or size < 1):
+            raise ValueError(f"make_mesh: {name} must be -1 or an integer >= 1, got {size!r}.")
+    if data == -1:
+        data = n // fsdp if n % fsdp == 0 else 0
+    if fsdp == -1:
+        fsdp = n // data if n % data == 0 else 0
+    if data * fsdp != n:
+        raise ValueError(
+            f"make_mesh: data x fsdp = {data} x {fsdp} does not match the {n} available devices."
+        )
+    return Mesh(np.asarray(devices).reshape(data, fsdp), BATCH_AXES)
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    """The same array on every device."""
+    return NamedSharding(mesh, PartitionSpec())
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    """Leading (batch) axis split over every device of the mesh; other axes whole."""
+    return NamedSharding(mesh, PartitionSpec(BATCH_AXES))
+
+
+def fsdp_partition_spec(shape: Sequence[int], fsdp: int) -> PartitionSpec:
+    """Split the largest axis divisible by ``fsdp`` over the ``fsdp`` mesh axis (none: replicated)."""
+    if fsdp <= 1:
+        return PartitionSpec()
+    candidates = [(size, -axis) for axis, size in enumerate(shape) if size % fsdp == 0 and size >= fsdp]
+    if not candidates:
+        return PartitionSpec()
+    axis = -max(candidates)[1]
+    return PartitionSpec(*([None] * axis + ["fsdp"]))
+
+
+def tree_shardings(mesh: Mesh, tree: Any) -> Any:
+    """``NamedSharding`` s for every leaf of ``tree`` (arrays or ``jax.ShapeDtypeStruct`` s), by shape."""
+    fsdp = mesh.shape["fsdp"]
+    return jax.tree.map(lambda x: NamedSharding(mesh, fsdp_partition_spec(np.shape(x), fsdp)), tree)
+
+
+def shard_batch(batch: Any, mesh: Mesh) -> Any:
+    """Place a host batch (numpy leaves with a leading batch axis) on the mesh, split over all devices."""
+    n = mesh.size
+    sharding = batch_sharding(mesh)
+
+    def put(x):
+        if np.shape(x)[0] % n:
+            raise ValueError(f"batch size {np.shape(x)[0]} is not divisible by the {n} devices of the mesh.")
+        return jax.device_put(x, sharding)
+
+    return jax.tree.map(put, batch)

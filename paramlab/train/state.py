@@ -1,0 +1,40 @@
+"""The train state: everything a train step reads and writes, as one pytree.
+
+A ``NamedTuple`` (a pytree with no registration, checkpointed by orbax as a mapping of its fields):
+the optimizer-update count ``step`` (a scalar int32 array, so it lives on device and is donated
+with the rest), the *stored* parameters (a parametrization's forward multipliers are applied at the
+apply-function boundary, never folded into them) and the optax optimizer state.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+__all__ = ["TrainState", "TrainingDiverged", "create_train_state", "tree_is_finite"]
+
+
+class TrainState(NamedTuple):
+    """``step``: updates applied so far; ``params``: stored parameters; ``opt_state``: optax state."""
+
+    step: jax.Array
+    params: Any
+    opt_state: optax.OptState
+
+
+class TrainingDiverged(FloatingPointError):
+    """A non-finite loss, gradient or state: training stops, the last finite checkpoint is kept."""
+
+
+def create_train_state(params: Any, optimizer: optax.GradientTransformation) -> TrainState:
+    """The state before the first update: step 0, ``params`` and ``optimizer.init(params)``."""
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params))
+
+
+def tree_is_finite(tree: Any) -> bool:
+    """Whether every floating-point leaf of ``tree`` is finite (integer leaves are ignored)."""
+    leaves = [x for x in jax.tree.leaves(tree) if jnp.issubdtype(jnp.result_type(x), jnp.inexact)]
+    return all(bool(jnp.all(jnp.isfinite(x))) for x in leaves)

@@ -1,0 +1,123 @@
+"""Checkpoints: exact round trip, keep-last-N, strict config/shape checks, corrupt files, non-finite."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from paramlab.train.checkpoint import Checkpointer, CheckpointError, config_differences
+from paramlab.train.sharding import make_mesh, tree_shardings
+from paramlab.train.state import TrainingDiverged, create_train_state
+from paramlab.train.step import make_train_step
+
+CONFIG = {"model": {"width": 16}, "logging": {"every": 10}, "seed": 0}
+
+
+def _trained_state(toy, width=16, steps=3):
+    optimizer = optax.adamw(1e-2)
+    state = create_train_state(toy.params(jax.random.key(0), width=width), optimizer)
+    step = jax.jit(make_train_step(toy.loss, optimizer))
+    for i in range(steps):
+        state, _ = step(state, toy.batch(i))
+    return state
+
+
+def _abstract(state):
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state)
+
+
+def test_round_trip_is_exact_and_keeps_last_n(toy, tmp_path):
+    state = _trained_state(toy)
+    with Checkpointer(tmp_path / "ckpt", max_to_keep=2) as ckpt:
+        for s in (1, 2, 3):
+            ckpt.save(
+                state._replace(step=jnp.int32(s)), data_state={"pos": s}, config=CONFIG, plan={"p": [1]}
+            )
+        ckpt.wait()
+        assert ckpt.all_steps() == [2, 3] and ckpt.latest_step() == 3
+        restored = ckpt.restore(3, _abstract(state), config=CONFIG)
+    assert restored.data_state == {"pos": 3} and restored.plan == {"p": [1]} and restored.config == CONFIG
+    assert int(restored.state.step) == 3
+    for a, b in zip(jax.tree.leaves(restored.state.params), jax.tree.leaves(state.params)):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(jax.tree.leaves(restored.state.opt_state), jax.tree.leaves(state.opt_state)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_restore_onto_fsdp_mesh(toy, tmp_path):
+    state = _trained_state(toy)
+    with Checkpointer(tmp_path / "ckpt") as ckpt:
+        ckpt.save(state, data_state=None, config=CONFIG)
+        ckpt.wait()
+        shardings = tree_shardings(make_mesh(data=1, fsdp=4), state)
+        abstract = jax.tree.map(
+            lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, shardings
+        )
+        restored = ckpt.restore(3, abstract).state
+    kernel = restored.params["hidden"]["kernel"]
+    assert {s.data.shape for s in kernel.addressable_shards} == {(8, 4)}
+    np.testing.assert_array_equal(kernel, state.params["hidden"]["kernel"])
+
+
+def test_different_config_is_an_error_naming_checkpoint_and_key(toy, tmp_path):
+    state = _trained_state(toy)
+    with Checkpointer(tmp_path / "ckpt") as ckpt:
+        ckpt.save(state, data_state=None, config=CONFIG)
+        ckpt.wait()
+        changed = {**CONFIG, "logging": {"every": 5}}
+        ckpt.restore(3, _abstract(state), config=changed, resume_mutable=("logging",))  # allowed
+        with pytest.raises(CheckpointError, match=r"ckpt/3 .*model\.width: 16 -> 32"):
+            ckpt.restore(3, _abstract(state), config={**CONFIG, "model": {"width": 32}})
+
+
+def test_shape_mismatch_is_an_error_naming_the_array(toy, tmp_path):
+    state = _trained_state(toy)
+    with Checkpointer(tmp_path / "ckpt") as ckpt:
+        ckpt.save(state, data_state=None, config=CONFIG)
+        ckpt.wait()
+        wider = _abstract(_trained_state(toy, width=32, steps=0))
+        with pytest.raises(
+            CheckpointError, match=r"params/hidden/kernel saved \(8, 16\) float32, expected \(8, 32\)"
+        ):
+            ckpt.restore(3, wider)
+
+
+@pytest.mark.parametrize("victim", ["state", "config"])
+def test_corrupt_checkpoint_is_an_error_naming_it(toy, tmp_path, victim):
+    state = _trained_state(toy)
+    with Checkpointer(tmp_path / "ckpt") as ckpt:
+        ckpt.save(state, data_state=None, config=CONFIG)
+        ckpt.wait()
+    for f in (tmp_path / "ckpt" / "3" / victim).rglob("*"):
+        if f.is_file():
+            f.write_bytes(b"garbage")
+    with Checkpointer(tmp_path / "ckpt") as ckpt:
+        assert ckpt.latest_step() == 3
+        with pytest.raises(CheckpointError, match=r"ckpt/3"):
+            ckpt.restore(3, _abstract(state), config=CONFIG)
+
+
+def test_non_finite_state_is_never_saved(toy, tmp_path):
+    state = _trained_state(toy)
+    bad = state._replace(params=jax.tree.map(lambda x: x.at[(0,) * x.ndim].set(jnp.nan), state.params))
+    with Checkpointer(tmp_path / "ckpt") as ckpt:
+        with pytest.raises(TrainingDiverged, match="step 3"):
+            ckpt.save(bad, data_state=None, config=CONFIG)
+        ckpt.wait()
+        assert ckpt.all_steps() == []
+
+
+def test_config_differences_and_json_errors(tmp_path):
+    assert config_differences({"a": {"b": 1}, "c": 2}, {"a": {"b": 1}, "c": 2}) == []
+    assert config_differences({"a": {"b": 1}}, {"a": {"b": 2, "d": 3}}) == [
+        "a.b: 1 -> 2",
+        "a.d: '<missing>' -> 3",
+    ]
+    assert config_differences({"a": {"b": 1}}, {"a": {"b": 2}}, mutable=("a",)) == []
+    with Checkpointer(tmp_path / "ckpt") as ckpt, pytest.raises(ValueError, match="config must be JSON"):
+        state = create_train_state({"w": jnp.ones(2)}, optax.sgd(0.1))
+        ckpt.save(state, data_state=None, config={"f": object()})
+    assert json.loads(json.dumps(CONFIG)) == CONFIG
