@@ -68,7 +68,9 @@ class Checkpointer:
             enable_async_checkpointing=async_save,
             cleanup_tmp_directories=True,
         )
-        self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=_ITEMS)
+        handlers = {name: ocp.JsonCheckpointHandler() for name in _ITEMS if name != "state"}
+        handlers["state"] = ocp.StandardCheckpointHandler()
+        self._manager = ocp.CheckpointManager(self.directory, options=options, item_handlers=handlers)
 
     def latest_step(self) -> int | None:
         """The newest complete checkpoint's step, or ``None`` when there is none."""

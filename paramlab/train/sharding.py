@@ -39,26 +39,28 @@ def make_mesh(data: int = -1, fsdp: int = 1, devices: Sequence[jax.Device] | Non
     """A ``(data, fsdp)`` mesh over ``devices`` (default: all of ``jax.devices()``).
 
     Args:
-      data: the data-parallel axis size; ``-1`` takes the devices left after ``fsdp``.
-      fsdp: the parameter-sharding axis size; ``-1`` takes the devices left after ``data``.
-      devices: the devices to use; ``data * fsdp`` must equal their number.
+      data: the data-parallel axis size; ``-1`` takes all the devices left after ``fsdp``.
+      fsdp: the parameter-sharding axis size; ``-1`` takes all the devices left after ``data``.
+      devices: the devices to use. With both sizes given, the mesh takes the first
+        ``data * fsdp`` of them (e.g. ``data=fsdp=1`` is a one-device reference run).
     """
     devices = list(jax.devices() if devices is None else devices)
     n = len(devices)
     if data == -1 and fsdp == -1:
         raise ValueError("make_mesh: at most one of data and fsdp may be -1.")
     for name, size in (("data", data), ("fsdp", fsdp)):
-        if size != -1 and (int(size) != size or size < 1):
+        if isinstance(size, bool) or int(size) != size or (size != -1 and size < 1):
             raise ValueError(f"make_mesh: {name} must be -1 or an integer >= 1, got {size!r}.")
-    if data == -1:
-        data = n // fsdp if n % fsdp == 0 else 0
-    if fsdp == -1:
-        fsdp = n // data if n % data == 0 else 0
-    if data * fsdp != n:
+    other = fsdp if data == -1 else data
+    if (data == -1 or fsdp == -1) and n % other:
+        raise ValueError(f"make_mesh: {other} does not divide the {n} available devices.")
+    data = n // fsdp if data == -1 else int(data)
+    fsdp = n // data if fsdp == -1 else int(fsdp)
+    if data * fsdp > n:
         raise ValueError(
-            f"make_mesh: data x fsdp = {data} x {fsdp} does not match the {n} available devices."
+            f"make_mesh: data x fsdp = {data} x {fsdp} needs more than the {n} available devices."
         )
-    return Mesh(np.asarray(devices).reshape(data, fsdp), BATCH_AXES)
+    return Mesh(np.asarray(devices[: data * fsdp]).reshape(data, fsdp), BATCH_AXES)
 
 
 def replicated(mesh: Mesh) -> NamedSharding:

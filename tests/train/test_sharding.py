@@ -43,8 +43,11 @@ def test_make_mesh_shapes_and_errors():
     assert dict(make_mesh().shape) == {"data": 4, "fsdp": 1}
     assert dict(make_mesh(data=1, fsdp=-1).shape) == {"data": 1, "fsdp": 4}
     assert dict(make_mesh(data=2, fsdp=2).shape) == {"data": 2, "fsdp": 2}
-    with pytest.raises(ValueError, match="data x fsdp"):
-        make_mesh(data=3, fsdp=1)
+    assert make_mesh(data=1, fsdp=1).devices.size == 1
+    with pytest.raises(ValueError, match="data x fsdp = 3 x 2"):
+        make_mesh(data=3, fsdp=2)
+    with pytest.raises(ValueError, match="3 does not divide"):
+        make_mesh(fsdp=3)
     with pytest.raises(ValueError, match="fsdp"):
         make_mesh(fsdp=0)
     with pytest.raises(ValueError, match="at most one"):

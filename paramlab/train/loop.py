@@ -1,0 +1,354 @@
+"""The training loop: init or resume, jit-compiled steps over a mesh, logging, eval, checkpoints.
+
+:func:`fit` trains a :class:`Task` (what to train: params initializer, loss, optimizer, data) under a
+:class:`LoopConfig` (how: steps, cadences, mesh, precision) in a work directory::
+
+    workdir/checkpoints/<step>/   orbax checkpoints (state, data-iterator state, config, plan)
+    workdir/metrics.jsonl         one JSON object per logged step and per evaluation
+    workdir/loss.png              the loss curve, written at the end
+
+Run it again with the same arguments and it resumes from the newest checkpoint: the train state,
+the data iterator's position and the metrics file (records after the checkpoint are dropped) are
+restored, so the resumed run logs exactly the losses an uninterrupted run logs. A checkpoint that
+cannot be read or that another config wrote is an error, never a fresh start.
+
+The host syncs with the device only at log, eval and checkpoint steps: metrics stay on device in
+between, and at each sync every pending step's loss and gradient norm is checked; the first
+non-finite one stops the run (:class:`~paramlab.train.state.TrainingDiverged`, naming the step)
+before anything is saved, so the last checkpoint on disk is the last good state. SIGTERM (e.g. a
+preempted job) finishes the current step, saves a checkpoint and returns with ``status="preempted"``.
+
+Single-process: batches come from the host as numpy arrays and are split over all local devices.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Protocol
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from paramlab.train import metrics as metrics_lib
+from paramlab.train.checkpoint import Checkpointer
+from paramlab.train.sharding import batch_sharding, make_mesh, shard_batch, tree_shardings
+from paramlab.train.state import TrainingDiverged, TrainState, create_train_state
+from paramlab.train.step import LossFn, evaluate, jit_train_step, make_eval_step, make_train_step
+
+__all__ = ["COMPUTE_DTYPES", "FitResult", "LoopConfig", "StatefulIterator", "Task", "fit"]
+
+COMPUTE_DTYPES = ("float32", "bfloat16")
+
+
+class StatefulIterator(Protocol):
+    """A batch iterator whose position is a JSON-able value (saved in every checkpoint)."""
+
+    def __next__(self) -> Any: ...
+
+    def get_state(self) -> Any: ...
+
+    def set_state(self, state: Any) -> None: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """What to train.
+
+    Attributes:
+      init_params: ``rng -> params``: the stored initial parameters (already rescaled by a
+        parametrization plan, if any). Called under ``jit`` with the state's shardings.
+      loss_fn: ``(params, batch) -> (mean loss, aux dict)``; applies the plan's forward multipliers.
+      optimizer: the optax transformation (clipping, per-parameter learning rates, ...).
+      learning_rate: the optimizer's global schedule, logged as ``learning_rate``.
+      train_batches: the training batches (:class:`StatefulIterator` of numpy pytrees whose leaves
+        have a leading batch axis).
+      eval_batches: ``() -> iterable`` of the (fixed) eval batches, or ``None`` for no eval.
+      tokens_per_batch: tokens (or examples) per train batch, for ``tokens_per_s``.
+      roles: a tree of role names with the parameters' structure (per-role RMS metrics), or ``None``.
+      plan: the parametrization plan as JSON (saved with every checkpoint), or ``None``.
+      reference_loss: a baseline drawn on the loss plot (e.g. the unigram entropy), or ``None``.
+    """
+
+    init_params: Callable[[jax.Array], Any]
+    loss_fn: LossFn
+    optimizer: optax.GradientTransformation
+    learning_rate: optax.ScalarOrSchedule
+    train_batches: StatefulIterator
+    eval_batches: Callable[[], Iterable[Any]] | None
+    tokens_per_batch: int
+    roles: Any = None
+    plan: Any = None
+    reference_loss: float | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class LoopConfig:
+    """How to train.
+
+    Attributes:
+      steps: total optimizer updates.
+      log_every: write a metrics record (and check for divergence) every this many steps.
+      eval_every: evaluate every this many steps (0: only after the last step).
+      checkpoint_every: save every this many steps (0: only after the last step).
+      max_to_keep: keep the newest this many checkpoints.
+      microbatches: gradient-accumulation microbatches per step.
+      compute_dtype: ``"float32"`` or ``"bfloat16"`` (float32 params, cast for the forward/backward).
+      mesh_data: data-parallel mesh axis size (``-1``: the devices left after ``mesh_fsdp``).
+      mesh_fsdp: parameter-sharding mesh axis size (1: replicated params).
+      seed: the parameter-initialization seed.
+      progress_bar: show a tqdm bar on stderr.
+    """
+
+    steps: int
+    log_every: int = 10
+    eval_every: int = 0
+    checkpoint_every: int = 0
+    max_to_keep: int = 3
+    microbatches: int = 1
+    compute_dtype: str = "float32"
+    mesh_data: int = -1
+    mesh_fsdp: int = 1
+    seed: int = 0
+    progress_bar: bool = True
+
+    def __post_init__(self):
+        for name, low in (
+            ("steps", 1),
+            ("log_every", 1),
+            ("eval_every", 0),
+            ("checkpoint_every", 0),
+            ("max_to_keep", 1),
+            ("microbatches", 1),
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}.")
+        if self.compute_dtype not in COMPUTE_DTYPES:
+            raise ValueError(f"compute_dtype must be one of {COMPUTE_DTYPES}, got {self.compute_dtype!r}.")
+
+
+@dataclasses.dataclass(frozen=True)
+class FitResult:
+    """What :func:`fit` did.
+
+    Attributes:
+      status: ``"completed"`` or ``"preempted"`` (SIGTERM: saved, then stopped).
+      step: the last step trained (== ``LoopConfig.steps`` when completed).
+      resumed_from: the checkpoint step the run started from (``None``: fresh start).
+      eval_loss: the last evaluation's loss (``None`` without eval or when preempted before one).
+      checkpoint_dir, metrics_path, plot_path: where the outputs are.
+    """
+
+    status: str
+    step: int
+    resumed_from: int | None
+    eval_loss: float | None
+    checkpoint_dir: str
+    metrics_path: str
+    plot_path: str
+
+
+def fit(
+    task: Task,
+    config: LoopConfig,
+    workdir: str | os.PathLike,
+    *,
+    run_config: Mapping | None = None,
+    resume_mutable: Iterable[str] = (),
+    log: Callable[[str], None] = print,
+) -> FitResult:
+    """Train ``task`` in ``workdir``, resuming from its newest checkpoint if there is one.
+
+    Args:
+      task: what to train.
+      config: how to train.
+      workdir: the output directory (created if missing).
+      run_config: the whole experiment config (JSON-able); saved in checkpoints and compared on
+        resume (a different config is a :class:`~paramlab.train.checkpoint.CheckpointError`).
+      resume_mutable: dotted ``run_config`` key prefixes a resumed run may change.
+      log: where one-line status messages go.
+
+    Returns:
+      A :class:`FitResult`.
+
+    Raises:
+      TrainingDiverged: a non-finite loss or gradient norm (the message names the step).
+      CheckpointError: the newest checkpoint is unreadable or incompatible.
+    """
+    workdir = os.fspath(workdir)
+    os.makedirs(workdir, exist_ok=True)
+    paths = {
+        "checkpoint_dir": os.path.join(workdir, "checkpoints"),
+        "metrics_path": os.path.join(workdir, "metrics.jsonl"),
+        "plot_path": os.path.join(workdir, "loss.png"),
+    }
+    run_config = dict(run_config or {})
+    mesh = make_mesh(config.mesh_data, config.mesh_fsdp)
+    compute_dtype = None if config.compute_dtype == "float32" else jnp.dtype(config.compute_dtype)
+
+    def init_state(rng):
+        return create_train_state(task.init_params(rng), task.optimizer)
+
+    rng = jax.random.key(config.seed)
+    abstract = jax.eval_shape(init_state, rng)
+    state_sharding = tree_shardings(mesh, abstract)
+    abstract = jax.tree.map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract, state_sharding
+    )
+
+    with (
+        Checkpointer(paths["checkpoint_dir"], max_to_keep=config.max_to_keep) as ckpt,
+        _StopOnSigterm() as stop,
+    ):
+        start = ckpt.latest_step()
+        if start is None:
+            state = jax.jit(init_state, out_shardings=state_sharding)(rng)
+            log(f"starting from scratch (no checkpoint in {paths['checkpoint_dir']})")
+        else:
+            restored = ckpt.restore(start, abstract, config=run_config, resume_mutable=resume_mutable)
+            state = restored.state
+            task.train_batches.set_state(restored.data_state)
+            log(f"resuming from checkpoint {ckpt.step_directory(start)} (step {start})")
+        writer = metrics_lib.MetricsWriter(paths["metrics_path"], resume_step=start)
+        step_fn = jit_train_step(
+            make_train_step(
+                task.loss_fn,
+                task.optimizer,
+                learning_rate=task.learning_rate,
+                microbatches=config.microbatches,
+                compute_dtype=compute_dtype,
+                roles=task.roles,
+            ),
+            state_sharding,
+            batch_sharding(mesh),
+        )
+        eval_step = make_eval_step(task.loss_fn, compute_dtype)
+        first = start or 0
+        run = _Run(task, config, mesh, ckpt, writer, eval_step, run_config, stop)
+        state, last, eval_loss, status = run.train(state, step_fn, first)
+        if eval_loss is None and status == "completed" and task.eval_batches is not None:
+            eval_loss = run.evaluate(state)  # already complete on entry: report, do not log again
+    records = metrics_lib.read_metrics(paths["metrics_path"])
+    metrics_lib.plot_loss_curve(records, paths["plot_path"], reference=task.reference_loss, title=workdir)
+    return FitResult(status=status, step=last, resumed_from=start, eval_loss=eval_loss, **paths)
+
+
+class _Run:
+    """The mutable bookkeeping of one :func:`fit` call (pending device metrics, timers)."""
+
+    def __init__(self, task, config, mesh, ckpt, writer, eval_step, run_config, stop):
+        self.task, self.config, self.mesh = task, config, mesh
+        self.ckpt, self.writer, self.eval_step = ckpt, writer, eval_step
+        self.run_config, self.stop = run_config, stop
+        self.pending: list[tuple[int, dict]] = []
+
+    def train(self, state: TrainState, step_fn, first: int) -> tuple[TrainState, int, float | None, str]:
+        config, task = self.config, self.task
+        eval_loss, status, step = None, "completed", first
+        if first >= config.steps:
+            return state, first, None, status
+        bar = metrics_lib.progress_bar(config.steps, initial=first, disable=not config.progress_bar)
+        try:
+            batch = self._next_batch()
+            t0 = time.perf_counter()
+            compiled = step_fn.lower(state, batch).compile()
+            bar.write(f"compiled the train step in {time.perf_counter() - t0:.1f} s")
+            self.t_last = time.perf_counter()
+            for step in range(first + 1, config.steps + 1):
+                state, metrics = compiled(state, batch)
+                self.pending.append((step, metrics))
+                bar.update(1)
+                last = step == config.steps
+                stopping = self.stop.is_set()
+                do_eval = task.eval_batches is not None and (last or _every(step, config.eval_every))
+                do_save = last or stopping or _every(step, config.checkpoint_every)
+                if do_eval or do_save or _every(step, config.log_every):
+                    loss = self._flush()
+                    bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+                    if do_eval:
+                        eval_loss = self.evaluate(state)
+                        self.writer.write({"step": step, "eval_loss": eval_loss})
+                        bar.write(f"step {step}: eval loss {eval_loss:.4f}")
+                    if do_save:
+                        self.ckpt.save(
+                            state,
+                            data_state=task.train_batches.get_state(),
+                            config=self.run_config,
+                            plan=task.plan,
+                        )
+                    self.t_last = time.perf_counter()
+                if stopping and not last:
+                    bar.write(f"SIGTERM: saved a checkpoint at step {step}; stopping")
+                    status = "preempted"
+                    break
+                if not last:
+                    batch = self._next_batch()
+        finally:
+            bar.close()
+        return state, step, eval_loss, status
+
+    def evaluate(self, state: TrainState) -> float:
+        batches = (shard_batch(b, self.mesh) for b in self.task.eval_batches())
+        return evaluate(self.eval_step, state.params, batches)
+
+    def _next_batch(self):
+        return shard_batch(next(self.task.train_batches), self.mesh)
+
+    def _flush(self) -> float:
+        """Sync the pending steps' metrics: stop on a non-finite one, write the logged steps."""
+        pending, self.pending = jax.device_get(self.pending), []
+        elapsed = time.perf_counter() - self.t_last
+        step_time = elapsed / len(pending)
+        for step, values in pending:
+            for key in ("loss", "grad_norm"):
+                if not np.isfinite(values[key]):
+                    where = self.ckpt.latest_step()
+                    kept = (
+                        "no checkpoint" if where is None else f"checkpoint {self.ckpt.step_directory(where)}"
+                    )
+                    raise TrainingDiverged(
+                        f"training diverged: {key} is {float(values[key])} at step {step}; stopped. "
+                        f"The last good state is {kept}."
+                    )
+        for step, values in pending:
+            if _every(step, self.config.log_every) or step == pending[-1][0]:
+                record = {"step": step, **{k: float(v) for k, v in values.items()}}
+                record["step_time_s"] = step_time
+                record["tokens_per_s"] = self.task.tokens_per_batch / step_time
+                self.writer.write(record)
+        return float(pending[-1][1]["loss"])
+
+
+def _every(step: int, period: int) -> bool:
+    return period > 0 and step % period == 0
+
+
+class _StopOnSigterm:
+    """Context manager: SIGTERM sets a flag (checked between steps) instead of killing the process.
+
+    Only installed in the main thread (Python delivers signals there); the previous handler is
+    restored on exit.
+    """
+
+    def __init__(self):
+        self._event = threading.Event()
+        self._previous = None
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def __enter__(self) -> _StopOnSigterm:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, lambda signum, frame: self._event.set())
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
