@@ -1,0 +1,160 @@
+"""Adam-atan2: Adam whose division by the RMS is replaced by a bounded, scale-free arctangent.
+
+With gradients ``g_t``, decays ``b1, b2`` and constants ``a, b > 0`` (paramlab REFERENCE section 4;
+Everett et al., 2024, "Scaling Exponents Across Parameterizations and Optimizers", section on
+epsilon)::
+
+    m_t = b1 m_{t-1} + (1 - b1) g_t          v_t = b2 v_{t-1} + (1 - b2) g_t^2
+    m_hat = m_t / (1 - b1^t)                 v_hat = v_t / (1 - b2^t)
+    u_t = a * atan2(m_hat, b * sqrt(v_hat))                                  (no epsilon)
+
+Properties: ``u`` is unchanged when every gradient is multiplied by the same ``s > 0`` (``atan2(s y,
+s x) = atan2(y, x)``), ``|u| <= a pi / 2``, zero gradients give exactly zero updates, and when
+``|m_hat| << sqrt(v_hat)`` it is Adam (``eps = 0``) with learning rate ``a lr / b`` since
+``atan(z) ~= z``. ``a = 1.27 ~= 4/pi`` makes ``a atan2(1, 1) ~= 1``, Adam's step when
+``|m_hat| = sqrt(v_hat)``.
+
+**Representation of the second moment.** ``g^2`` overflows float32 for ``|g| > 1.8e19`` and
+underflows to zero for ``|g| < 4e-23``, which would freeze (``v = inf``) or saturate (``v = 0``) the update.
+The state therefore stores the *root* ``nu = sqrt(v)``, updated without ever forming ``g^2``::
+
+    s = max(nu, |g|, tiny)      nu_t = s * sqrt(b2 (nu/s)^2 + (1 - b2) (g/s)^2)
+
+(a scaled ``hypot``; ``tiny`` is the dtype's smallest normal number so ``1/s`` is finite). The bias
+corrections are folded into one scalar, ``u = a * atan2(m_t, k_t nu_t)`` with
+``k_t = b (1 - b1^t) / sqrt(1 - b2^t)``, so neither ``m_hat`` nor ``v_hat`` is ever materialised.
+The arctangent is :func:`paramlab.optim.atan.atan2_nonneg` (one division and a polynomial).
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from paramlab.optim._checks import check_in_unit_interval, check_non_negative, check_positive
+from paramlab.optim.atan import atan2_nonneg
+
+__all__ = ["ScaleByAdamAtan2State", "adam_atan2", "scale_by_adam_atan2"]
+
+
+class ScaleByAdamAtan2State(NamedTuple):
+    """State of :func:`scale_by_adam_atan2`.
+
+    Attributes:
+      count: number of updates taken (int32, saturating).
+      mu: EMA of the gradients ``m_t`` (not bias-corrected), in ``mu_dtype`` or the params' dtype.
+      nu: root of the EMA of squared gradients, ``sqrt(v_t)`` (not bias-corrected), params' dtype.
+    """
+
+    count: jax.Array
+    mu: Any
+    nu: Any
+
+
+def _leaf_update(
+    g: jax.Array, m: jax.Array, nu: jax.Array, count: jax.Array, b1: Any, b2: Any, a: Any, b: Any
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """One leaf's ``(update, m_t, nu_t)``, computed in float32 (float64 for float64 leaves)."""
+    dtype = jnp.promote_types(g.dtype, jnp.float32)
+    g_c, m_c, nu_c = g.astype(dtype), m.astype(dtype), nu.astype(dtype)
+    b1, b2, t = jnp.asarray(b1, dtype), jnp.asarray(b2, dtype), count.astype(dtype)
+    m_new = b1 * m_c + (1 - b1) * g_c
+    abs_g = jnp.abs(g_c)
+    scale = jnp.maximum(jnp.maximum(nu_c, abs_g), jnp.finfo(dtype).tiny)
+    inv = 1 / scale
+    nu_new = scale * jnp.sqrt(b2 * jnp.square(nu_c * inv) + (1 - b2) * jnp.square(abs_g * inv))
+    k = jnp.asarray(b, dtype) * (1 - b1**t) / jnp.sqrt(1 - b2**t)
+    update = jnp.asarray(a, dtype) * atan2_nonneg(m_new, k * nu_new)
+    return update.astype(g.dtype), m_new.astype(m.dtype), nu_new.astype(nu.dtype)
+
+
+def scale_by_adam_atan2(
+    b1: float = 0.9,
+    b2: float = 0.999,
+    a: float = 1.27,
+    b: float = 1.0,
+    mu_dtype: Any | None = None,
+) -> optax.GradientTransformation:
+    """Rescale updates by Adam-atan2: ``u = a * atan2(m_hat, b * sqrt(v_hat))`` (see module docstring).
+
+    Args:
+      b1: decay of the gradient EMA, in ``[0, 1)``.
+      b2: decay of the squared-gradient EMA, in ``[0, 1)``.
+      a: output scale, ``> 0``; updates are bounded by ``a * pi / 2``.
+      b: scale of the RMS inside the arctangent, ``> 0``; small-ratio behaviour is Adam with LR ``a/b``.
+      mu_dtype: optional dtype of the first moment; ``None`` keeps the params' dtype.
+
+    Returns:
+      An ``optax.GradientTransformation`` with state :class:`ScaleByAdamAtan2State`. Hyperparameters
+      may be traced scalars (``optax.inject_hyperparams``). Updates have the gradients' dtype; the
+      arithmetic is float32 for bfloat16/float16 leaves.
+
+    Raises:
+      ValueError: naming ``b1``, ``b2``, ``a`` or ``b`` when a concrete value is out of range.
+    """
+    check_in_unit_interval(b1, "b1")
+    check_in_unit_interval(b2, "b2")
+    check_positive(a, "a")
+    check_positive(b, "b")
+    mu_dtype = None if mu_dtype is None else jnp.dtype(mu_dtype)
+
+    def init_fn(params):
+        mu = optax.tree.zeros_like(params, dtype=mu_dtype)
+        nu = optax.tree.zeros_like(params)
+        return ScaleByAdamAtan2State(count=jnp.zeros([], jnp.int32), mu=mu, nu=nu)
+
+    def update_fn(updates, state, params=None):
+        del params
+        count = optax.safe_increment(state.count)
+        g_leaves, treedef = jax.tree.flatten(updates, is_leaf=lambda x: x is None)
+        m_leaves = treedef.flatten_up_to(state.mu)
+        nu_leaves = treedef.flatten_up_to(state.nu)
+        out = [
+            (None, None, None) if g is None else _leaf_update(g, m, nu, count, b1, b2, a, b)
+            for g, m, nu in zip(g_leaves, m_leaves, nu_leaves)
+        ]
+        new_updates, mu, nu = (treedef.unflatten([leaf[i] for leaf in out]) for i in range(3))
+        return new_updates, ScaleByAdamAtan2State(count=count, mu=mu, nu=nu)
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+def adam_atan2(
+    learning_rate: optax.ScalarOrSchedule,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    a: float = 1.27,
+    b: float = 1.0,
+    weight_decay: optax.ScalarOrSchedule = 0.0,
+    mask: Any | None = None,
+    mu_dtype: Any | None = None,
+) -> optax.GradientTransformation:
+    """Adam-atan2 with decoupled weight decay (AdamW convention).
+
+    ``p <- p - lr_t * (a * atan2(m_hat, b * sqrt(v_hat)) + weight_decay * p)``: the decay is added
+    after the preconditioner and, like AdamW (Loshchilov & Hutter, 2019), multiplied by the
+    (scheduled) learning rate. For a decay independent of the learning rate, chain
+    :func:`scale_by_adam_atan2`, ``optax.scale_by_learning_rate`` and
+    :func:`paramlab.optim.decay_weights_independent_of_lr` instead.
+
+    Args:
+      learning_rate: a float or an ``optax`` schedule.
+      b1, b2, a, b, mu_dtype: as in :func:`scale_by_adam_atan2`.
+      weight_decay: decay rate ``>= 0`` (or a schedule).
+      mask: optional tree of booleans (or a callable returning one) selecting the decayed leaves,
+        as in ``optax.add_decayed_weights``.
+
+    Returns:
+      ``optax.chain(scale_by_adam_atan2(...), optax.add_decayed_weights(weight_decay, mask),
+      optax.scale_by_learning_rate(learning_rate))``.
+    """
+    if not callable(weight_decay):
+        check_non_negative(weight_decay, "weight_decay")
+    return optax.chain(
+        scale_by_adam_atan2(b1=b1, b2=b2, a=a, b=b, mu_dtype=mu_dtype),
+        optax.add_decayed_weights(weight_decay, mask),
+        optax.scale_by_learning_rate(learning_rate),
+    )

@@ -1,0 +1,79 @@
+"""A fused two-argument arctangent for a non-negative second argument.
+
+Adam-atan2 (:mod:`paramlab.optim.adam_atan2`) needs ``atan2(m_hat, b * sqrt(v_hat))`` for every
+parameter coordinate. The second argument is never negative, so the general ``atan2`` (which on CPU
+costs about ten divisions in XLA) reduces to one division and an odd polynomial:
+
+* **Ratio in [0, 1].** With ``lo = min(|y|, x)`` and ``hi = max(|y|, x)`` the ratio ``t = lo / hi``
+  lies in ``[0, 1]`` for every pair of finite inputs, so it neither overflows nor underflows (``y / x``
+  with ``y = 1e30``, ``x = 1e-30`` would).
+* **Range reduction.** For ``|y| <= x``: ``atan2(y, x) = sign(y) * atan(t)``; for ``|y| > x``:
+  ``atan2(y, x) = sign(y) * (pi/2 - atan(t))`` (``atan(1/u) = pi/2 - atan(u)`` for ``u > 0``).
+* **Minimax polynomial.** On ``[0, 1]``, ``atan(t) ~= t * P(t^2)`` with ``P`` of degree 6 (an odd
+  polynomial of degree 13). The coefficients were fitted for paramlab by the Remez exchange algorithm
+  for the smallest maximum absolute error, ``2.474e-7`` in exact arithmetic; evaluated by Horner's rule
+  in float32 the total error against float64 ``atan2`` stays below ``5e-7`` (requirement: ``2e-6``).
+
+Special cases: ``atan2(0, 0) = 0`` (no NaN), ``atan2(y, 0) = sign(y) * pi/2``, ``atan2(+-inf, inf) =
++-pi/4``, ``atan2(y, inf) = 0`` and ``atan2(+-inf, x) = +-pi/2`` for finite ``x``; NaN propagates.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = ["atan2_nonneg"]
+
+# atan(t) ~= t * sum_k _ATAN_COEFFS[k] * t^(2k) on [0, 1]; Remez minimax fit, max |error| 2.474e-7.
+_ATAN_COEFFS = (
+    0.9999961115491425,
+    -0.33317368053231733,
+    0.19807815551064814,
+    -0.13233342042273183,
+    0.07962367138889972,
+    -0.033604219716794885,
+    0.006811793010882491,
+)
+
+
+def _atan_unit(t: jax.Array) -> jax.Array:
+    """``atan(t)`` for ``t`` in ``[0, 1]`` by the minimax polynomial ``t * P(t^2)`` (Horner's rule)."""
+    s = t * t
+    p = jnp.asarray(_ATAN_COEFFS[-1], t.dtype)
+    for c in _ATAN_COEFFS[-2::-1]:
+        p = p * s + jnp.asarray(c, t.dtype)
+    return t * p
+
+
+def atan2_nonneg(y: jax.typing.ArrayLike, x: jax.typing.ArrayLike) -> jax.Array:
+    """``atan2(y, x)`` for ``x >= 0`` by one division and a minimax polynomial.
+
+    ``lo = min(|y|, x)``, ``hi = max(|y|, x)``, ``t = lo / hi`` (0 when ``hi = 0``, 1 when both are
+    infinite); ``atan2(y, x) = sign(y) * (atan(t) if |y| <= x else pi/2 - atan(t))``, with ``atan`` on
+    ``[0, 1]`` the degree-13 odd polynomial described in the module docstring.
+
+    Args:
+      y: any floating-point values (the numerator, e.g. Adam's bias-corrected first moment).
+      x: non-negative values broadcastable with ``y`` (a negative ``x`` is outside the contract and
+        gives a meaningless result).
+
+    Returns:
+      ``atan2(y, x)`` in the inputs' result dtype, within ``5e-7`` of the exact value (computed in
+      float32 for bfloat16/float16/float32 inputs and in float64 for float64 inputs).
+    """
+    out_dtype = jnp.result_type(y, x)
+    if not jnp.issubdtype(out_dtype, jnp.floating):
+        out_dtype = jnp.result_type(float)
+    compute_dtype = jnp.promote_types(out_dtype, jnp.float32)
+    y = jnp.asarray(y, compute_dtype)
+    x = jnp.asarray(x, compute_dtype)
+    abs_y = jnp.abs(y)
+    lo = jnp.minimum(abs_y, x)
+    hi = jnp.maximum(abs_y, x)
+    t = lo / jnp.where(hi > 0, hi, jnp.ones_like(hi))
+    t = jnp.where(jnp.isinf(lo), jnp.ones_like(t), t)
+    angle = _atan_unit(t)
+    angle = jnp.where(abs_y > x, jnp.asarray(np.pi / 2, compute_dtype) - angle, angle)
+    return jnp.copysign(angle, y).astype(out_dtype)
