@@ -1,5 +1,7 @@
 """paramlab.optim: optax gradient transformations for width-transferable training."""
 
+from paramlab.optim.adam_atan2 import ScaleByAdamAtan2State, adam_atan2, scale_by_adam_atan2
+from paramlab.optim.atan import atan2_nonneg
 from paramlab.optim.scaling import (
     ScaleByAdamPerParamEpsState,
     adam_per_param_eps,
@@ -8,5 +10,3 @@ from paramlab.optim.scaling import (
     scale_by_adam_per_param_eps,
     scale_by_tree,
 )
-from paramlab.optim.adam_atan2 import ScaleByAdamAtan2State, adam_atan2, scale_by_adam_atan2
-from paramlab.optim.atan import atan2_nonneg
