@@ -16,6 +16,7 @@ costs about ten divisions in XLA) reduces to one division and an odd polynomial:
 
 Special cases: ``atan2(0, 0) = 0`` (no NaN), ``atan2(y, 0) = sign(y) * pi/2``, ``atan2(+-inf, inf) =
 +-pi/4``, ``atan2(y, inf) = 0`` and ``atan2(+-inf, x) = +-pi/2`` for finite ``x``; NaN propagates.
+Subnormal inputs count as zero where XLA flushes them (CPU, GPU).
 """
 
 from __future__ import annotations
