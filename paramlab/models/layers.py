@@ -1,0 +1,98 @@
+"""Shared pieces of paramlab's models: initializers with fan axes, activations, rotary embeddings.
+
+Every initializer here has the variance the parametrization engine assumes of a parameter's *own*
+initializer: ``lecun_normal`` (variance ``1 / fan_in``) for weights that contract a width axis, a
+width-independent ``normal(1.0)`` for embedding tables (their fan-in, the vocabulary or the number
+of positions, does not grow with width), zeros for biases. The engine then rescales to the
+parametrization's standard deviation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+from paramlab.nn.metadata import with_fan_axes
+
+__all__ = [
+    "ACTIVATIONS",
+    "COMPUTE_DTYPES",
+    "activation_fn",
+    "apply_rotary",
+    "check_choice",
+    "check_positive_int",
+    "embedding_init",
+    "kernel_init",
+    "zeros_init",
+]
+
+ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
+    "relu": jax.nn.relu,
+    "gelu": jax.nn.gelu,
+    "silu": jax.nn.silu,
+    "tanh": jnp.tanh,
+}
+
+COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
+
+
+def check_positive_int(value: object, name: str) -> None:
+    """Raise ``ValueError`` naming ``name`` unless ``value`` is an ``int`` > 0."""
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+
+
+def check_choice(value: object, choices: Sequence[str], name: str) -> None:
+    """Raise ``ValueError`` naming ``name`` unless ``value`` is one of ``choices``."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}.")
+
+
+def activation_fn(name: str) -> Callable[[jax.Array], jax.Array]:
+    """The activation called ``name`` (one of :data:`ACTIVATIONS`)."""
+    check_choice(name, tuple(ACTIVATIONS), "activation")
+    return ACTIVATIONS[name]
+
+
+def kernel_init(fan_in: Sequence[int], fan_out: Sequence[int], zero: bool = False):
+    """``lecun_normal`` (or zeros) declaring the kernel's fan axes (axes of the final shape)."""
+    init = nn.initializers.zeros_init() if zero else nn.initializers.lecun_normal()
+    return with_fan_axes(init, fan_in, fan_out)
+
+
+def zeros_init(fan_out: Sequence[int]):
+    """Zeros for a bias; a bias has no fan-in and its fan-out is all of its axes."""
+    return with_fan_axes(nn.initializers.zeros_init(), (), fan_out)
+
+
+def embedding_init():
+    """``normal(1.0)`` for a ``(vocab, d_model)`` table, fan-in ``(0,)`` (the fixed vocabulary).
+
+    Flax's default ``Embed`` init (variance ``1 / d_model``) would shrink with width, which the
+    engine's init rescale (relative to a width-independent embedding std) does not expect.
+    """
+    return with_fan_axes(nn.initializers.normal(stddev=1.0), (0,), (1,))
+
+
+def apply_rotary(x: jax.Array, positions: jax.Array, theta: float = 10_000.0) -> jax.Array:
+    """Rotary position embedding (Su et al. 2021, "RoFormer"), rotate-half layout.
+
+    For ``x`` of shape ``(..., T, heads, d)`` with even ``d`` and integer ``positions`` of shape
+    ``(T,)``, pairs ``(x_i, x_{i + d/2})`` at position ``m`` are rotated by the angle
+    ``m * theta^(-2i/d)``. Then ``<rot(q, m), rot(k, n)>`` depends on ``m - n`` only. Computed in
+    float32, returned in ``x.dtype``.
+    """
+    d = x.shape[-1]
+    if d % 2:
+        raise ValueError(f"rotary positions need an even d_head, got {d}.")
+    half = d // 2
+    inv_freq = theta ** (-jnp.arange(half, dtype=jnp.float32) * 2.0 / d)
+    angles = positions.astype(jnp.float32)[:, None] * inv_freq[None, :]  # (T, d/2)
+    cos = jnp.cos(angles)[:, None, :]  # (T, 1, d/2): broadcast over heads
+    sin = jnp.sin(angles)[:, None, :]
+    x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
+    rotated = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+    return rotated.astype(x.dtype)

@@ -1,0 +1,125 @@
+"""A multilayer perceptron, in Flax Linen (:class:`MLP`) and Flax NNX (:class:`NNXMLP`).
+
+``depth`` hidden layers of ``width`` units::
+
+    h_0 = act(x W_0 + b_0)                 dense_0:      (in_dim, width)   input weights
+    h_i = act(h_{i-1} W_i + b_i)           dense_i:      (width, width)    hidden, i = 1 .. depth-1
+    y   = h_{depth-1} W_r + b_r            readout:      (width, out_dim)  readout
+
+Kernels are ``lecun_normal`` and declare fan-in ``(0,)`` / fan-out ``(1,)``; biases are zeros with
+fan-out ``(0,)``. Both versions have the same parameter names (``dense_0/kernel``, ...,
+``readout/bias``) and compute the same function given the same weights.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import chex
+import jax
+from flax import linen as nn
+from flax import nnx
+
+from paramlab.models.layers import activation_fn, check_positive_int, kernel_init, zeros_init
+
+__all__ = ["MLP", "MLPConfig", "NNXMLP"]
+
+
+@dataclasses.dataclass(frozen=True)
+class MLPConfig:
+    """Sizes and options of an :class:`MLP` / :class:`NNXMLP`.
+
+    Attributes:
+      in_dim: input features.
+      width: units per hidden layer (the dimension a parametrization scales).
+      out_dim: output features.
+      depth: number of hidden layers (>= 1).
+      activation: ``"relu"``, ``"gelu"``, ``"silu"`` or ``"tanh"``.
+      use_bias: add biases.
+      readout_zero_init: initialise the readout kernel to zeros (muP's recommended option).
+    """
+
+    in_dim: int
+    width: int
+    out_dim: int
+    depth: int = 2
+    activation: str = "relu"
+    use_bias: bool = True
+    readout_zero_init: bool = False
+
+    def __post_init__(self):
+        for name in ("in_dim", "width", "out_dim", "depth"):
+            check_positive_int(getattr(self, name), name)
+        activation_fn(self.activation)
+
+    def layer_dims(self) -> list[tuple[str, int, int]]:
+        """``(name, fan_in, fan_out)`` of every Dense layer, input first."""
+        dims = [("dense_0", self.in_dim, self.width)]
+        dims += [(f"dense_{i}", self.width, self.width) for i in range(1, self.depth)]
+        return dims + [("readout", self.width, self.out_dim)]
+
+
+def _check_input(x: jax.Array, cfg: MLPConfig) -> None:
+    if x.ndim == 0 or x.shape[-1] != cfg.in_dim:
+        raise ValueError(f"MLP input of shape {x.shape} must end with in_dim={cfg.in_dim}.")
+
+
+class MLP(nn.Module):
+    """The Linen MLP; ``apply`` maps ``(..., in_dim)`` to ``(..., out_dim)``."""
+
+    config: MLPConfig
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        cfg = self.config
+        _check_input(x, cfg)
+        act = activation_fn(cfg.activation)
+        for name, _, fan_out in cfg.layer_dims():
+            is_readout = name == "readout"
+            x = nn.Dense(
+                fan_out,
+                use_bias=cfg.use_bias,
+                kernel_init=kernel_init((0,), (1,), zero=is_readout and cfg.readout_zero_init),
+                bias_init=zeros_init((0,)),
+                name=name,
+            )(x)
+            if not is_readout:
+                x = act(x)
+        chex.assert_axis_dimension(x, -1, cfg.out_dim)
+        return x
+
+
+class NNXMLP(nnx.Module):
+    """The NNX MLP: the same architecture, parameter names and initializers as :class:`MLP`.
+
+    Every ``nnx.Param`` carries ``fan_in`` / ``fan_out`` metadata.
+    """
+
+    def __init__(self, config: MLPConfig, *, rngs: nnx.Rngs):
+        self.config = config
+        self.layer_names = tuple(name for name, _, _ in config.layer_dims())
+        for name, fan_in, fan_out in config.layer_dims():
+            zero = name == "readout" and config.readout_zero_init
+            init = nnx.initializers.zeros_init() if zero else nnx.initializers.lecun_normal()
+            layer = nnx.Linear(
+                fan_in,
+                fan_out,
+                use_bias=config.use_bias,
+                kernel_init=init,
+                bias_init=nnx.initializers.zeros_init(),
+                kernel_metadata={"fan_in": (0,), "fan_out": (1,)},
+                bias_metadata={"fan_in": (), "fan_out": (0,)},
+                rngs=rngs,
+            )
+            setattr(self, name, layer)  # named like the Linen MLP's submodules
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        cfg = self.config
+        _check_input(x, cfg)
+        act = activation_fn(cfg.activation)
+        for name in self.layer_names:
+            x = getattr(self, name)(x)
+            if name != "readout":
+                x = act(x)
+        chex.assert_axis_dimension(x, -1, cfg.out_dim)
+        return x

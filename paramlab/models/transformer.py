@@ -1,0 +1,284 @@
+"""A decoder-only Transformer in the NanoDO style (Flax Linen), ready for width parametrizations.
+
+Pre-norm blocks ``x += attn(norm(x)); x += mlp(norm(x))``, a final norm and a readout::
+
+    embed/embedding               (vocab, d_model)         in (0,)    out (1,)     normal(1.0)
+    pos_embed/embedding           (max_len, d_model)       in (0,)    out (1,)     [positions="learned"]
+    block_i/attn_norm/scale       (d_model,)                                       [+bias: "layer", use_bias]
+    block_i/attn/{q,k,v}/kernel   (d_model, heads, d_head) in (0,)    out (1, 2)   lecun_normal
+    block_i/attn/{q,k,v}/bias     (heads, d_head)          in ()      out (0, 1)   [use_bias]
+    block_i/attn/{q,k}_norm/scale (d_head,)                                        [qk_layernorm]
+    block_i/attn/o/kernel         (heads, d_head, d_model) in (0, 1)  out (2,)     lecun_normal
+    block_i/attn/o/bias           (d_model,)                                       [use_bias]
+    block_i/mlp_norm/scale        (d_model,)
+    block_i/mlp/fc_in/kernel      (d_model, d_ff)          in (0,)    out (1,)     lecun_normal
+    block_i/mlp/fc_out/kernel     (d_ff, d_model)          in (0,)    out (1,)     lecun_normal
+    final_norm/scale              (d_model,)
+    readout/kernel                (d_model, vocab)         in (0,)    out (1,)     [untied; zero_init_readout]
+
+(``in`` / ``out``: the declared fan-in / fan-out axes; vectors default to fan-out ``(0,)``; every
+Dense layer also has a ``bias`` when ``use_bias``.)
+
+Every parameter's own initializer has variance ``1 / fan_in`` (lecun) or, for the embedding tables
+whose fan-in is the fixed vocabulary / context length, a width-independent std; the
+parametrization engine rescales from there (``paramlab.parametrization``).
+
+**Tied embeddings** compute ``logits = h @ embed.T``. The engine sees one table, an input weight
+(fan-in = vocab); its readout factor cannot be a multiplier of that shared table, so a
+parametrization sets :attr:`TransformerConfig.logits_multiplier` (e.g. ``1 / width_ratio`` under
+muP) instead. With ``logits_multiplier=1`` and the ``normal(1.0)`` table, tied logits start with a
+std of about ``sqrt(d_model)``.
+
+**Attention** ``softmax(scale * q k^T) v`` with ``scale = attention_multiplier / sqrt(d_head)``
+(``attention_scale="sqrt"``) or ``attention_multiplier / d_head`` (``"linear"``, muP's ``1/d``
+rule; use ``attention_multiplier = sqrt(base d_head)`` to equal ``"sqrt"`` at the base width).
+``d_model`` and ``n_heads * d_head`` are independent sizes (the output projection maps one to the
+other), so a parametrization may grow heads, head width or both.
+
+**Coordinate checks** need no code here: ``model.apply(variables, tokens,
+capture_intermediates=True, mutable=["intermediates"])`` records every submodule's output under its
+path (``intermediates/block_0/attn/q/__call__``, ``.../mlp/fc_in/__call__``, ``readout``, ...).
+
+**NNX**: only the Linen Transformer exists; use it from NNX through ``flax.nnx.bridge`` if needed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import chex
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+from paramlab.models.layers import (
+    COMPUTE_DTYPES,
+    activation_fn,
+    apply_rotary,
+    check_choice,
+    check_positive_int,
+    embedding_init,
+    kernel_init,
+    zeros_init,
+)
+
+__all__ = ["Transformer", "TransformerConfig"]
+
+WIDTH_FIELDS = ("d_model", "d_ff", "n_heads", "d_head")
+
+
+@dataclasses.dataclass(frozen=True)
+class TransformerConfig:
+    """Sizes and options of a :class:`Transformer` (JSON-able: ``dataclasses.asdict``).
+
+    Attributes:
+      vocab_size: number of token ids (256 for byte-level data).
+      d_model: residual-stream width.
+      n_layers: number of blocks.
+      n_heads: attention heads per block.
+      d_head: width of each head (need not satisfy ``n_heads * d_head == d_model``).
+      d_ff: hidden width of each block's MLP.
+      max_len: longest sequence; enforced for ``positions="learned"`` (rotary has no table).
+      norm: ``"rms"`` (RMSNorm) or ``"layer"`` (LayerNorm, with a bias iff ``use_bias``).
+      qk_layernorm: normalise queries and keys per head (same norm kind) before the dot product.
+      positions: ``"rotary"`` or ``"learned"`` (an embedding table added to the token embedding).
+      tied_embeddings: readout with the token embedding's transpose instead of a ``readout`` layer.
+      use_bias: biases in every Dense layer (and LayerNorm).
+      activation: the MLP's activation: ``"gelu"``, ``"relu"``, ``"silu"`` or ``"tanh"``.
+      attention_scale: ``"sqrt"`` (``1/sqrt(d_head)``) or ``"linear"`` (``1/d_head``).
+      attention_multiplier: constant factor on the attention scale.
+      logits_multiplier: constant factor on the logits (a tied-embedding parametrization sets it).
+      zero_init_readout: zero the readout kernel (untied only).
+      zero_init_query: zero the query kernel.
+      rope_theta: rotary base wavelength.
+      norm_eps: epsilon of every norm.
+      dtype: compute dtype (``"float32"``, ``"bfloat16"``, ``"float16"``); parameters stay
+        float32 and logits are returned in float32.
+    """
+
+    vocab_size: int = 256
+    d_model: int = 128
+    n_layers: int = 2
+    n_heads: int = 4
+    d_head: int = 32
+    d_ff: int = 512
+    max_len: int = 256
+    norm: str = "rms"
+    qk_layernorm: bool = False
+    positions: str = "rotary"
+    tied_embeddings: bool = False
+    use_bias: bool = False
+    activation: str = "gelu"
+    attention_scale: str = "sqrt"
+    attention_multiplier: float = 1.0
+    logits_multiplier: float = 1.0
+    zero_init_readout: bool = False
+    zero_init_query: bool = False
+    rope_theta: float = 10_000.0
+    norm_eps: float = 1e-6
+    dtype: str = "float32"
+
+    def __post_init__(self):
+        for name in ("vocab_size", "d_model", "n_layers", "n_heads", "d_head", "d_ff", "max_len"):
+            check_positive_int(getattr(self, name), name)
+        check_choice(self.norm, ("rms", "layer"), "norm")
+        check_choice(self.positions, ("rotary", "learned"), "positions")
+        check_choice(self.attention_scale, ("sqrt", "linear"), "attention_scale")
+        activation_fn(self.activation)
+        for name in ("attention_multiplier", "logits_multiplier", "rope_theta", "norm_eps"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a finite number > 0, got {value!r}.")
+        if self.positions == "rotary" and self.d_head % 2:
+            raise ValueError(f"d_head must be even for rotary positions, got {self.d_head}.")
+        if self.tied_embeddings and self.zero_init_readout:
+            raise ValueError(
+                "zero_init_readout needs tied_embeddings=False (a zero tied table zeroes the input)."
+            )
+        dtype = jnp.dtype(self.dtype).name
+        check_choice(dtype, COMPUTE_DTYPES, "dtype")
+        object.__setattr__(self, "dtype", dtype)
+
+    def with_width(
+        self,
+        *,
+        d_model: int | None = None,
+        d_ff: int | None = None,
+        n_heads: int | None = None,
+        d_head: int | None = None,
+    ) -> TransformerConfig:
+        """A copy with the given width fields changed (``None``: unchanged); re-validated."""
+        changes = dict(d_model=d_model, d_ff=d_ff, n_heads=n_heads, d_head=d_head)
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    @property
+    def attention_logit_scale(self) -> float:
+        """The factor applied to ``q . k`` before the softmax."""
+        power = 0.5 if self.attention_scale == "sqrt" else 1.0
+        return self.attention_multiplier / self.d_head**power
+
+
+def _norm(cfg: TransformerConfig, name: str) -> nn.Module:
+    if cfg.norm == "rms":
+        return nn.RMSNorm(epsilon=cfg.norm_eps, dtype=cfg.dtype, name=name)
+    return nn.LayerNorm(epsilon=cfg.norm_eps, use_bias=cfg.use_bias, dtype=cfg.dtype, name=name)
+
+
+class Attention(nn.Module):
+    """Causal multi-head self-attention with 3-D ``DenseGeneral`` kernels."""
+
+    config: TransformerConfig
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        cfg = self.config
+        b, t, _ = x.shape
+        heads = (cfg.n_heads, cfg.d_head)
+
+        def project(name: str, zero: bool = False) -> jax.Array:
+            return nn.DenseGeneral(
+                heads,
+                use_bias=cfg.use_bias,
+                kernel_init=kernel_init((0,), (1, 2), zero=zero),
+                bias_init=zeros_init((0, 1)),
+                dtype=cfg.dtype,
+                name=name,
+            )(x)
+
+        q, k, v = project("q", zero=cfg.zero_init_query), project("k"), project("v")
+        if cfg.qk_layernorm:
+            q, k = _norm(cfg, "q_norm")(q), _norm(cfg, "k_norm")(k)
+        if cfg.positions == "rotary":
+            positions = jnp.arange(t)
+            q = apply_rotary(q, positions, cfg.rope_theta)
+            k = apply_rotary(k, positions, cfg.rope_theta)
+        chex.assert_shape((q, k, v), (b, t, *heads))
+        out = jax.nn.dot_product_attention(q, k, v, scale=cfg.attention_logit_scale, is_causal=True)
+        out = nn.DenseGeneral(
+            cfg.d_model,
+            axis=(-2, -1),
+            use_bias=cfg.use_bias,
+            kernel_init=kernel_init((0, 1), (2,)),
+            bias_init=zeros_init((0,)),
+            dtype=cfg.dtype,
+            name="o",
+        )(out)
+        chex.assert_shape(out, (b, t, cfg.d_model))
+        return out
+
+
+class Mlp(nn.Module):
+    """The block's feed-forward layer ``fc_out(act(fc_in(x)))``."""
+
+    config: TransformerConfig
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        cfg = self.config
+        dense = lambda features, name: nn.Dense(
+            features,
+            use_bias=cfg.use_bias,
+            kernel_init=kernel_init((0,), (1,)),
+            bias_init=zeros_init((0,)),
+            dtype=cfg.dtype,
+            name=name,
+        )
+        h = activation_fn(cfg.activation)(dense(cfg.d_ff, "fc_in")(x))
+        chex.assert_shape(h, (*x.shape[:-1], cfg.d_ff))
+        return dense(cfg.d_model, "fc_out")(h)
+
+
+class Block(nn.Module):
+    """A pre-norm Transformer block."""
+
+    config: TransformerConfig
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        cfg = self.config
+        x = x + Attention(cfg, name="attn")(_norm(cfg, "attn_norm")(x))
+        return x + Mlp(cfg, name="mlp")(_norm(cfg, "mlp_norm")(x))
+
+
+class Transformer(nn.Module):
+    """Decoder-only Transformer: int tokens ``(batch, seq)`` -> float32 logits ``(batch, seq, vocab)``."""
+
+    config: TransformerConfig
+
+    @nn.compact
+    def __call__(self, tokens: jax.Array) -> jax.Array:
+        cfg = self.config
+        chex.assert_rank(tokens, 2)
+        chex.assert_type(tokens, int)
+        b, t = tokens.shape
+        if cfg.positions == "learned" and t > cfg.max_len:
+            raise ValueError(f"sequence length {t} exceeds max_len={cfg.max_len} (learned positions).")
+        embed = nn.Embed(
+            cfg.vocab_size, cfg.d_model, embedding_init=embedding_init(), dtype=cfg.dtype, name="embed"
+        )
+        x = embed(tokens)
+        if cfg.positions == "learned":
+            pos_embed = nn.Embed(
+                cfg.max_len, cfg.d_model, embedding_init=embedding_init(), dtype=cfg.dtype, name="pos_embed"
+            )
+            x = x + pos_embed(jnp.arange(t))[None]
+        for i in range(cfg.n_layers):
+            x = Block(cfg, name=f"block_{i}")(x)
+        x = _norm(cfg, "final_norm")(x)
+        if cfg.tied_embeddings:
+            logits = embed.attend(x)
+        else:
+            logits = nn.Dense(
+                cfg.vocab_size,
+                use_bias=cfg.use_bias,
+                kernel_init=kernel_init((0,), (1,), zero=cfg.zero_init_readout),
+                bias_init=zeros_init((0,)),
+                dtype=cfg.dtype,
+                name="readout",
+            )(x)
+        logits = logits.astype(jnp.float32)
+        if cfg.logits_multiplier != 1.0:
+            logits = logits * cfg.logits_multiplier
+        chex.assert_shape(logits, (b, t, cfg.vocab_size))
+        return logits
