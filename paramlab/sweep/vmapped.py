@@ -1,0 +1,313 @@
+"""Hyperparameter sweeps as one compiled program: ``jax.vmap`` of the ordinary train step.
+
+A sweep trains ``K`` *members* of the same model, each a setting of scalar hyperparameters (the
+learning rate, Adam's ``b2`` or epsilon, a weight decay, ...) and an initialization seed. Instead of
+``K`` runs one after another, paramlab stacks the members' train states along a leading axis of
+size ``K`` and runs
+
+    jit( scan over steps ( vmap over members ( train_step ) ) )
+
+where ``train_step`` is exactly :func:`paramlab.train.make_train_step` of ordinary training. The
+hyperparameters live in the optimizer state through ``optax.inject_hyperparams``: the optimizer
+factory ``optimizer_fn(**hyperparameters)`` is wrapped once, each member's state holds its own
+values, and vmapping over the state vmaps over them. Every member sees the same batches, so member
+``k`` computes what an ordinary run of ``optimizer_fn(**hyperparameters_k)`` from seed ``k`` computes
+(up to float reassociation in batched kernels).
+
+Divergence: after each step a member whose loss, gradient norm or new parameters are not finite is
+marked *diverged* at that step. From then on its train state is frozen at the last finite state
+(the step's update is discarded), its recorded loss is ``inf`` and its other metrics ``nan``; the
+other members go on. A frozen member still costs compute (vmap runs all lanes).
+
+Parametrizations: pass the plan's pieces: ``init_params`` returns the plan-rescaled parameters,
+``loss_fn`` applies the plan's forward multipliers (``plan.wrap_apply``) and ``optimizer_fn`` builds
+the plan's optimizer (per-parameter learning-rate multipliers) from the swept global learning rate.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import itertools
+import math
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from paramlab.train.state import TrainState, create_train_state
+from paramlab.train.step import LossFn, make_train_step
+
+__all__ = [
+    "SweepResult",
+    "SweepState",
+    "evaluate_members",
+    "init_sweep",
+    "make_sweep_step",
+    "product_members",
+    "run_sweep",
+]
+
+OptimizerFn = Callable[..., optax.GradientTransformation]
+
+
+class SweepState(NamedTuple):
+    """The stacked state of a sweep.
+
+    Attributes:
+      train: a :class:`~paramlab.train.TrainState` whose every leaf has a leading member axis ``K``
+        (each member's ``step`` stops counting when it diverges).
+      diverged: ``bool[K]``, members that have diverged.
+      diverged_step: ``int32[K]``, the sweep step (1-based) whose loss or update first went
+        non-finite; 0 for members that have not diverged.
+      step: the number of sweep steps run (a scalar ``int32``).
+    """
+
+    train: TrainState
+    diverged: jax.Array
+    diverged_step: jax.Array
+    step: jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepResult:
+    """What :func:`run_sweep` returns.
+
+    Attributes:
+      records: one dict per member: its hyperparameters and ``seed``, ``initial_loss`` (the loss of
+        the first batch at initialization), ``train_loss`` (the mean train loss of the last
+        ``final_window`` steps), ``eval_loss`` (with eval batches), ``final_loss`` (``eval_loss`` if
+        evaluated, else ``train_loss``), ``diverged``, ``diverged_step`` (``None`` if not diverged)
+        and ``steps``. A diverged member's losses are ``inf``.
+      history: ``{metric name: float array (steps, K)}`` of every train-step metric (``loss``,
+        ``grad_norm``, ``update_rms/<role>``, ...), row ``t`` for step ``t + 1``.
+      state: the final :class:`SweepState`.
+    """
+
+    records: list[dict[str, Any]]
+    history: dict[str, np.ndarray]
+    state: SweepState
+
+
+def product_members(seeds: Sequence[int] = (0,), **hyperparameters: Sequence[float]) -> list[dict[str, Any]]:
+    """The Cartesian product of hyperparameter values and seeds, as member dicts.
+
+    ``product_members(seeds=(0, 1), learning_rate=(1e-3, 2e-3))`` gives four members, the seed
+    varying fastest: ``{"learning_rate": 1e-3, "seed": 0}``, ``{"learning_rate": 1e-3, "seed": 1}``, ...
+    """
+    names = list(hyperparameters)
+    for name, values in hyperparameters.items():
+        if isinstance(values, (str, bytes)) or not isinstance(values, Iterable) or not list(values):
+            raise ValueError(f"hyperparameter {name!r} needs a non-empty sequence of values, got {values!r}.")
+    if not list(seeds):
+        raise ValueError("seeds must be a non-empty sequence of integers.")
+    return [
+        {**dict(zip(names, combo[:-1])), "seed": int(combo[-1])}
+        for combo in itertools.product(*(hyperparameters[n] for n in names), seeds)
+    ]
+
+
+def init_sweep(
+    init_params: Callable[[jax.Array], Any], optimizer_fn: OptimizerFn, members: Sequence[Mapping[str, Any]]
+) -> SweepState:
+    """Initialize every member: parameters from ``jax.random.key(seed)``, optimizer state with its
+    hyperparameters (``optax.inject_hyperparams(optimizer_fn)``), all stacked along axis 0.
+
+    Args:
+      init_params: ``rng -> params``, the stored initial parameters (plan-rescaled, if any).
+      optimizer_fn: the optimizer factory; its keyword arguments named in the members are swept.
+      members: dicts of hyperparameter values and an integer ``seed`` (see :func:`product_members`).
+    """
+    names = _hyperparameter_names(optimizer_fn, members)
+    seeds = jnp.asarray([_seed(m) for m in members], jnp.uint32)
+    values = {n: jnp.asarray([float(m[n]) for m in members], jnp.float32) for n in names}
+    injected = optax.inject_hyperparams(optimizer_fn)
+
+    def init_member(seed, member_values):
+        return create_train_state(init_params(jax.random.key(seed)), injected(**member_values))
+
+    train = jax.jit(jax.vmap(init_member))(seeds, values)
+    k = len(members)
+    return SweepState(
+        train=train,
+        diverged=jnp.zeros((k,), bool),
+        diverged_step=jnp.zeros((k,), jnp.int32),
+        step=jnp.zeros((), jnp.int32),
+    )
+
+
+def make_sweep_step(
+    loss_fn: LossFn,
+    optimizer_fn: OptimizerFn,
+    members: Sequence[Mapping[str, Any]],
+    *,
+    microbatches: int = 1,
+    compute_dtype: Any = None,
+    roles: Any = None,
+) -> Callable[[SweepState, Any], tuple[SweepState, dict[str, jax.Array]]]:
+    """The pure sweep step ``(SweepState, batch) -> (SweepState, metrics of shape (K,))``.
+
+    Each member runs :func:`paramlab.train.make_train_step` (same arguments) on the shared batch;
+    the divergence mask is applied as described in the module docstring.
+    """
+    names = _hyperparameter_names(optimizer_fn, members)
+    placeholder = {n: float(members[0][n]) for n in names}  # values come from each member's state
+    train_step = make_train_step(
+        loss_fn,
+        optax.inject_hyperparams(optimizer_fn)(**placeholder),
+        microbatches=microbatches,
+        compute_dtype=compute_dtype,
+        roles=roles,
+    )
+
+    def member_step(state: TrainState, diverged: jax.Array, batch: Any):
+        new, metrics = train_step(state, batch)
+        ok = ~diverged & jnp.isfinite(metrics["loss"]) & jnp.isfinite(metrics["grad_norm"])
+        ok &= _tree_all_finite(new.params)
+        new = jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, state)
+        metrics = {k: jnp.where(ok, v, jnp.nan).astype(jnp.float32) for k, v in metrics.items()}
+        metrics["loss"] = jnp.where(ok, metrics["loss"], jnp.inf)
+        return new, ~ok, metrics
+
+    def sweep_step(state: SweepState, batch: Any) -> tuple[SweepState, dict[str, jax.Array]]:
+        train, diverged, metrics = jax.vmap(member_step, in_axes=(0, 0, None))(
+            state.train, state.diverged, batch
+        )
+        step = state.step + 1
+        newly = diverged & ~state.diverged
+        return (
+            SweepState(train, diverged, jnp.where(newly, step, state.diverged_step), step),
+            metrics,
+        )
+
+    return sweep_step
+
+
+def evaluate_members(loss_fn: LossFn, state: SweepState, batches: Iterable[Any]) -> np.ndarray:
+    """Each member's mean loss over ``batches`` (equal-size batches), ``inf`` for diverged members."""
+    eval_step = jax.jit(jax.vmap(lambda params, batch: loss_fn(params, batch)[0], in_axes=(0, None)))
+    losses = [eval_step(state.train.params, batch) for batch in batches]
+    if not losses:
+        raise ValueError("evaluate_members: the eval batches are empty.")
+    mean = np.mean(np.asarray(jax.device_get(losses), np.float64), axis=0)
+    return np.where(np.asarray(state.diverged), np.inf, mean)
+
+
+def run_sweep(
+    init_params: Callable[[jax.Array], Any],
+    loss_fn: LossFn,
+    optimizer_fn: OptimizerFn,
+    members: Sequence[Mapping[str, Any]],
+    batches: Iterator[Any],
+    steps: int,
+    *,
+    eval_batches: Callable[[], Iterable[Any]] | None = None,
+    steps_per_call: int = 10,
+    final_window: int = 1,
+    microbatches: int = 1,
+    compute_dtype: Any = None,
+    roles: Any = None,
+) -> SweepResult:
+    """Train every member for ``steps`` steps as one compiled program and tabulate the results.
+
+    Args:
+      init_params: ``rng -> params`` (each member uses ``jax.random.key(member["seed"])``).
+      loss_fn: ``(params, batch) -> (mean loss, aux dict)`` as for :func:`paramlab.train.make_train_step`.
+      optimizer_fn: ``optimizer_fn(**hyperparameters) -> optax.GradientTransformation``; every
+        member key except ``seed`` must be one of its parameters. It is called with traced scalars,
+        so it must not branch on their values in Python.
+      members: the settings (see :func:`product_members`).
+      batches: an iterator of batches (numpy or jax pytrees), shared by all members.
+      steps: optimizer steps per member.
+      eval_batches: ``() -> iterable`` of eval batches, evaluated once after the last step.
+      steps_per_call: steps per compiled call (a ``lax.scan``); a shorter last chunk compiles once more.
+      final_window: ``train_loss`` averages the last this many steps' train losses.
+      microbatches, compute_dtype, roles: as for :func:`paramlab.train.make_train_step`.
+
+    Returns:
+      A :class:`SweepResult`.
+    """
+    for name, value, low in (("steps", steps, 1), ("steps_per_call", steps_per_call, 1)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}.")
+    if isinstance(final_window, bool) or not isinstance(final_window, (int, np.integer)):
+        raise ValueError(f"final_window must be an integer in [1, steps], got {final_window!r}.")
+    if not 1 <= final_window <= steps:
+        raise ValueError(f"final_window must be an integer in [1, steps={steps}], got {final_window!r}.")
+    state = init_sweep(init_params, optimizer_fn, members)
+    sweep_step = make_sweep_step(
+        loss_fn, optimizer_fn, members, microbatches=microbatches, compute_dtype=compute_dtype, roles=roles
+    )
+    run_chunk = jax.jit(lambda s, chunk: jax.lax.scan(sweep_step, s, chunk), donate_argnums=0)
+    chunks = []
+    for start in range(0, steps, steps_per_call):
+        chunk = _stack([next(batches) for _ in range(min(steps_per_call, steps - start))])
+        state, metrics = run_chunk(state, chunk)
+        chunks.append(metrics)
+    history = {k: np.concatenate([np.asarray(c[k]) for c in jax.device_get(chunks)]) for k in chunks[0]}
+    eval_loss = None if eval_batches is None else evaluate_members(loss_fn, state, eval_batches())
+    return SweepResult(_records(members, history, state, eval_loss, final_window, steps), history, state)
+
+
+def _records(members, history, state, eval_loss, final_window, steps) -> list[dict[str, Any]]:
+    diverged = np.asarray(state.diverged)
+    diverged_step = np.asarray(state.diverged_step)
+    losses = history["loss"]
+    records = []
+    for k, member in enumerate(members):
+        train_loss = math.inf if diverged[k] else float(np.mean(losses[steps - final_window :, k]))
+        record = {
+            **member,
+            "seed": _seed(member),
+            "initial_loss": float(losses[0, k]),
+            "train_loss": train_loss,
+        }
+        if eval_loss is not None:
+            record["eval_loss"] = float(eval_loss[k])
+        record["final_loss"] = record["eval_loss"] if eval_loss is not None else train_loss
+        record["diverged"] = bool(diverged[k])
+        record["diverged_step"] = int(diverged_step[k]) if diverged[k] else None
+        record["steps"] = steps
+        records.append(record)
+    return records
+
+
+def _hyperparameter_names(optimizer_fn: OptimizerFn, members: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The swept names (member keys except ``seed``), checked against ``optimizer_fn``'s signature."""
+    if not members:
+        raise ValueError("members is empty: a sweep needs at least one setting.")
+    names = [k for k in members[0] if k != "seed"]
+    for i, member in enumerate(members):
+        if sorted(k for k in member if k != "seed") != sorted(names):
+            raise ValueError(f"members[{i}] has keys {sorted(member)}, members[0] has {sorted(members[0])}.")
+        for name in names:
+            value = member[name]
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
+                raise ValueError(f"members[{i}][{name!r}] must be a number, got {value!r}.")
+    accepted = inspect.signature(optimizer_fn).parameters
+    unknown = [n for n in names if n not in accepted]
+    if unknown:
+        raise ValueError(
+            f"members name hyperparameters {unknown} that optimizer_fn does not take ({list(accepted)})."
+        )
+    return names
+
+
+def _seed(member: Mapping[str, Any]) -> int:
+    seed = member.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"a member's seed must be a non-negative integer, got {seed!r}.")
+    return int(seed)
+
+
+def _tree_all_finite(tree: Any) -> jax.Array:
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
+    return jnp.stack(leaves).all() if leaves else jnp.asarray(True)
+
+
+def _stack(batches: Sequence[Any]) -> Any:
+    """Stack a list of batch pytrees along a new leading (step) axis."""
+    return jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *batches)
