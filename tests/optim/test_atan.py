@@ -94,3 +94,15 @@ def test_broadcasting_and_gradient_free_jit():
     x = jnp.float32(0.5)
     want = np.arctan2(np.asarray(y, np.float64), 0.5)
     np.testing.assert_allclose(np.asarray(jax.jit(atan2_nonneg)(y, x)), want, atol=TOL)
+
+
+def test_branches_meet_continuously_at_equal_magnitudes():
+    # |y| = x is where the range reduction switches branch (and where Adam-atan2's first step lands).
+    with jax.enable_x64(True):
+        x = jnp.asarray([1e-30, 1.0, 3.0, 1e30])
+        at = np.asarray(atan2_nonneg(x, x))
+        below = np.asarray(atan2_nonneg(x * (1 - 1e-12), x))
+        above = np.asarray(atan2_nonneg(x * (1 + 1e-12), x))
+    np.testing.assert_allclose(at, np.pi / 4, rtol=0, atol=1e-15)
+    assert np.all(above - below < 1e-11)
+    assert np.all(above >= below)
