@@ -25,6 +25,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from paramlab.optim._checks import check_in_unit_interval, check_non_negative, check_scalar_tree
@@ -38,14 +39,45 @@ __all__ = [
 ]
 
 
+def _is_absent(x: Any) -> bool:
+    """``None`` updates and the ``optax.MaskedNode`` that ``optax.masked``/``optax.partition`` leave."""
+    return x is None or isinstance(x, optax.MaskedNode)
+
+
+def _is_shared_scalar(value: Any) -> bool:
+    """A single scalar for every leaf (Python number, 0-d array or tracer) rather than a per-leaf tree.
+
+    ``optax.inject_hyperparams`` turns a float argument into a 0-d array, so arrays count too.
+    """
+    if isinstance(value, (int, float, np.number)):
+        return True
+    return isinstance(value, (np.ndarray, jax.Array)) and np.ndim(value) == 0
+
+
 def _scalar_tree_map(fn, scalars: Any, updates: Any, *rest: Any) -> Any:
-    """Map ``fn(scalar, update, *rest)`` over updates, treating ``None`` updates as absent."""
+    """Map ``fn(scalar, update, *rest)`` over updates, passing ``None``/masked updates through unchanged."""
     return jax.tree.map(
-        lambda u, s, *r: None if u is None else fn(s, u, *r),
+        lambda u, s, *r: u if _is_absent(u) else fn(s, u, *r),
         updates,
         scalars,
         *rest,
-        is_leaf=lambda x: x is None,
+        is_leaf=_is_absent,
+    )
+
+
+def _hide_masked(tree: Any, params: Any) -> Any:
+    """Replace the entries of ``tree`` under parameters hidden by ``optax.masked``/``optax.partition``.
+
+    Those wrappers hand the inner transformation params with ``optax.MaskedNode`` in place of the
+    parameters (or subtrees) it does not own; a scalar tree written for the full parameters then has
+    entries for them, which are dropped here before the structure check.
+    """
+    flat = jax.tree_util.tree_flatten_with_path(params, is_leaf=_is_absent)[0]
+    hidden = [path for path, leaf in flat if isinstance(leaf, optax.MaskedNode)]
+    if not hidden:
+        return tree
+    return jax.tree_util.tree_map_with_path(
+        lambda path, s: optax.MaskedNode() if any(path[: len(h)] == h for h in hidden) else s, tree
     )
 
 
@@ -61,7 +93,7 @@ def scale_by_tree(multipliers: Any) -> optax.GradientTransformation:
     """
 
     def init_fn(params):
-        check_scalar_tree(multipliers, params, "multipliers")
+        check_scalar_tree(_hide_masked(multipliers, params), params, "multipliers")
         return optax.EmptyState()
 
     def update_fn(updates, state, params=None):
@@ -104,13 +136,13 @@ def scale_by_adam_per_param_eps(
     check_in_unit_interval(b1, "b1")
     check_in_unit_interval(b2, "b2")
     check_non_negative(eps_root, "eps_root")
-    if isinstance(eps, (int, float)):
+    if _is_shared_scalar(eps):
         check_non_negative(eps, "eps")
     mu_dtype = None if mu_dtype is None else jnp.dtype(mu_dtype)
 
     def init_fn(params):
-        if not isinstance(eps, (int, float)):
-            check_scalar_tree(eps, params, "eps", non_negative=True)
+        if not _is_shared_scalar(eps):
+            check_scalar_tree(_hide_masked(eps, params), params, "eps", non_negative=True)
         mu = optax.tree.zeros_like(params, dtype=mu_dtype)
         nu = optax.tree.zeros_like(params)
         return ScaleByAdamPerParamEpsState(count=jnp.zeros([], jnp.int32), mu=mu, nu=nu)
@@ -122,7 +154,7 @@ def scale_by_adam_per_param_eps(
         count = optax.safe_increment(state.count)
         mu_hat = optax.tree.bias_correction(mu, b1, count)
         nu_hat = optax.tree.bias_correction(nu, b2, count)
-        eps_tree = jax.tree.map(lambda _: eps, updates) if isinstance(eps, (int, float)) else eps
+        eps_tree = _as_tree(eps, updates)
         new_updates = _scalar_tree_map(
             lambda e, m, v: (m / (jnp.sqrt(v + eps_root) + e)).astype(m.dtype),
             eps_tree,
@@ -168,9 +200,7 @@ def add_decayed_weights_per_param(rates: Any) -> optax.GradientTransformation:
         if params is None:
             raise ValueError("add_decayed_weights_per_param needs params: pass params to update().")
         rate_tree = _as_tree(rates, updates)
-        new = _scalar_tree_map(
-            lambda r, u, p: (u + r * p).astype(u.dtype), rate_tree, updates, params
-        )
+        new = _scalar_tree_map(lambda r, u, p: (u + r * p).astype(u.dtype), rate_tree, updates, params)
         return new, state
 
     return optax.GradientTransformation(init_fn, update_fn)
@@ -192,27 +222,23 @@ def decay_weights_independent_of_lr(rates: Any) -> optax.GradientTransformation:
 
     def update_fn(updates, state, params=None):
         if params is None:
-            raise ValueError(
-                "decay_weights_independent_of_lr needs params: pass params to update()."
-            )
+            raise ValueError("decay_weights_independent_of_lr needs params: pass params to update().")
         rate_tree = _as_tree(rates, updates)
-        new = _scalar_tree_map(
-            lambda r, u, p: (u - r * p).astype(u.dtype), rate_tree, updates, params
-        )
+        new = _scalar_tree_map(lambda r, u, p: (u - r * p).astype(u.dtype), rate_tree, updates, params)
         return new, state
 
     return optax.GradientTransformation(init_fn, update_fn)
 
 
 def _as_tree(value: Any, like: Any) -> Any:
-    """Broadcast a Python scalar to a tree shaped like ``like``; return trees unchanged."""
-    if isinstance(value, (int, float)):
+    """Broadcast a shared scalar to a tree shaped like ``like``; return trees unchanged."""
+    if _is_shared_scalar(value):
         return jax.tree.map(lambda _: value, like)
     return value
 
 
 def _check_rates(rates: Any, params: Any) -> None:
-    if isinstance(rates, (int, float)):
+    if _is_shared_scalar(rates):
         check_non_negative(rates, "rates")
     else:
-        check_scalar_tree(rates, params, "rates", non_negative=True)
+        check_scalar_tree(_hide_masked(rates, params), params, "rates", non_negative=True)
