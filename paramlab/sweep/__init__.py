@@ -1,1 +1,19 @@
-"""paramlab.sweep."""
+"""paramlab.sweep: hyperparameter sweeps as one vmapped program, result tables and plots."""
+
+from paramlab.sweep.results import (
+    format_table,
+    load_records,
+    mean_over_seeds,
+    optimal_settings,
+    optimum_shift,
+    save_records,
+)
+from paramlab.sweep.vmapped import (
+    SweepResult,
+    SweepState,
+    evaluate_members,
+    init_sweep,
+    make_sweep_step,
+    product_members,
+    run_sweep,
+)

@@ -30,6 +30,7 @@ import dataclasses
 import inspect
 import itertools
 import math
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -85,11 +86,14 @@ class SweepResult:
       history: ``{metric name: float array (steps, K)}`` of every train-step metric (``loss``,
         ``grad_norm``, ``update_rms/<role>``, ...), row ``t`` for step ``t + 1``.
       state: the final :class:`SweepState`.
+      timings: wall-clock seconds: ``init_s`` (initializing every member), ``compile_s`` (compiling
+        the chunked step), ``train_s`` (running the steps, excluding compilation) and ``eval_s``.
     """
 
     records: list[dict[str, Any]]
     history: dict[str, np.ndarray]
     state: SweepState
+    timings: dict[str, float]
 
 
 def product_members(seeds: Sequence[int] = (0,), **hyperparameters: Sequence[float]) -> list[dict[str, Any]]:
@@ -237,19 +241,35 @@ def run_sweep(
         raise ValueError(f"final_window must be an integer in [1, steps], got {final_window!r}.")
     if not 1 <= final_window <= steps:
         raise ValueError(f"final_window must be an integer in [1, steps={steps}], got {final_window!r}.")
-    state = init_sweep(init_params, optimizer_fn, members)
+    timings = {"init_s": 0.0, "compile_s": 0.0, "train_s": 0.0, "eval_s": 0.0}
+    t0 = time.perf_counter()
+    state = jax.block_until_ready(init_sweep(init_params, optimizer_fn, members))
+    timings["init_s"] = time.perf_counter() - t0
     sweep_step = make_sweep_step(
         loss_fn, optimizer_fn, members, microbatches=microbatches, compute_dtype=compute_dtype, roles=roles
     )
     run_chunk = jax.jit(lambda s, chunk: jax.lax.scan(sweep_step, s, chunk), donate_argnums=0)
+    compiled: dict[int, Any] = {}
     chunks = []
     for start in range(0, steps, steps_per_call):
         chunk = _stack([next(batches) for _ in range(min(steps_per_call, steps - start))])
-        state, metrics = run_chunk(state, chunk)
+        length = jax.tree.leaves(chunk)[0].shape[0]
+        if length not in compiled:
+            t0 = time.perf_counter()
+            compiled[length] = run_chunk.lower(state, chunk).compile()
+            timings["compile_s"] += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        state, metrics = jax.block_until_ready(compiled[length](state, chunk))
+        timings["train_s"] += time.perf_counter() - t0
         chunks.append(metrics)
     history = {k: np.concatenate([np.asarray(c[k]) for c in jax.device_get(chunks)]) for k in chunks[0]}
-    eval_loss = None if eval_batches is None else evaluate_members(loss_fn, state, eval_batches())
-    return SweepResult(_records(members, history, state, eval_loss, final_window, steps), history, state)
+    eval_loss = None
+    if eval_batches is not None:
+        t0 = time.perf_counter()
+        eval_loss = evaluate_members(loss_fn, state, eval_batches())
+        timings["eval_s"] = time.perf_counter() - t0
+    records = _records(members, history, state, eval_loss, final_window, steps)
+    return SweepResult(records, history, state, timings)
 
 
 def _records(members, history, state, eval_loss, final_window, steps) -> list[dict[str, Any]]:
