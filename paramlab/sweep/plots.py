@@ -1,0 +1,103 @@
+"""Learning-rate transfer plots: loss against learning rate, one line per width, one panel per group.
+
+Each point is the seed-mean of ``y`` (e.g. ``final_loss``) at one ``x`` (e.g. ``lr``, log axis);
+a grid point with a diverged seed is drawn as a cross at the top of its panel, and each line's
+optimum as a star. Written with matplotlib's Agg canvas (no display needed).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from paramlab.sweep.results import mean_over_seeds, sort_key
+
+__all__ = ["plot_lr_transfer"]
+
+
+def plot_lr_transfer(
+    records: Sequence[Mapping[str, Any]],
+    path: str | os.PathLike,
+    *,
+    panel_key: str = "parametrization",
+    line_key: str = "width",
+    x: str = "lr",
+    y: str = "final_loss",
+    title: str = "",
+    y_max: float | None = None,
+) -> None:
+    """Save the loss-vs-learning-rate figure of ``records`` as a PNG.
+
+    Args:
+      records: sweep records with ``panel_key``, ``line_key``, ``x`` and ``y`` (see
+        :mod:`paramlab.sweep.results`).
+      path: the ``.png`` file to write.
+      panel_key: one panel per distinct value (e.g. parametrization).
+      line_key: one line per distinct value within a panel (e.g. width), coloured in order.
+      x, y: the axes (``x`` on a log scale).
+      title: the figure title.
+      y_max: the top of every panel (default: a little above the largest finite ``y`` shown, capped
+        at the largest ``initial_loss`` of the records if they have one).
+    """
+    from matplotlib import colormaps
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    if not records:
+        raise ValueError("plot_lr_transfer: records is empty.")
+    means = mean_over_seeds(records, (panel_key, line_key, x), y)
+    panels = sorted({k[0] for k in means}, key=lambda v: sort_key((v,)))
+    lines = sorted({k[1] for k in means}, key=lambda v: sort_key((v,)))
+    finite = [v for v in means.values() if math.isfinite(v)]
+    top = y_max if y_max is not None else _default_top(records, finite)
+    bottom = min(finite) - 0.05 * (top - min(finite)) if finite else 0.0
+
+    ncols = min(len(panels), 4)
+    nrows = math.ceil(len(panels) / ncols)
+    fig = Figure(figsize=(4.2 * ncols, 3.4 * nrows + 0.4))
+    FigureCanvasAgg(fig)
+    colors = colormaps["viridis"](np.linspace(0.0, 0.9, max(len(lines), 1)))
+    for i, panel in enumerate(panels):
+        ax = fig.add_subplot(nrows, ncols, i + 1)
+        for color, line in zip(colors, lines):
+            curve = sorted((k[2], v) for k, v in means.items() if k[0] == panel and k[1] == line)
+            if not curve:
+                continue
+            xs = np.array([c[0] for c in curve], float)
+            ys = np.array([c[1] for c in curve], float)
+            ok = np.isfinite(ys)
+            ax.plot(
+                xs[ok], np.minimum(ys[ok], top), "o-", color=color, markersize=3, label=f"{line_key}={line}"
+            )
+            ax.plot(xs[~ok], np.full((~ok).sum(), top), "x", color=color, markersize=6)
+            if ok.any():
+                best = np.argmin(np.where(ok, ys, np.inf))
+                ax.plot(xs[best], ys[best], "*", color=color, markersize=12, markeredgecolor="black")
+        ax.set_xscale("log", base=2)
+        ax.set_ylim(bottom, top)
+        ax.set_title(f"{panel_key}={panel}")
+        ax.set_xlabel(x)
+        ax.set_ylabel(y)
+        ax.grid(alpha=0.3)
+        if i == 0:
+            ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(os.fspath(path), dpi=90)
+
+
+def _default_top(records: Sequence[Mapping[str, Any]], finite: list[float]) -> float:
+    if not finite:
+        return 1.0
+    top = max(finite)
+    inits = [
+        float(r["initial_loss"]) for r in records if math.isfinite(float(r.get("initial_loss", math.inf)))
+    ]
+    if inits:
+        top = min(top, max(inits))
+    return top + 0.05 * (top - min(finite)) + 1e-6
