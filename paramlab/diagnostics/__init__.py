@@ -2,6 +2,7 @@
 from paramlab.diagnostics.alignment import (
     alignment_exponent,
     alignment_metrics,
+    alignment_probe,
     capture_dense_inputs,
     layer_alignment,
     make_alignment_fn,

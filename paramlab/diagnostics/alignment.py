@@ -23,7 +23,8 @@ of the average, and a term with none left is ``nan``.
 of every module call whose kernel contracts the input's trailing axes (``nn.Dense``,
 ``nn.DenseGeneral`` including multi-axis attention projections, and similar layers);
 :func:`make_alignment_fn` turns a reference point and a probe batch into a jit-compatible
-``params -> {"alignment/alpha/<layer>": ..., ...}`` metric function for logging during training.
+``params -> {"alignment/alpha/<layer>": ..., ...}`` metric function for logging during training;
+:func:`alignment_probe` takes the reference parameters as an argument instead (for vmapped sweeps).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ import jax.numpy as jnp
 __all__ = [
     "alignment_exponent",
     "alignment_metrics",
+    "alignment_probe",
     "capture_dense_inputs",
     "layer_alignment",
     "make_alignment_fn",
@@ -147,24 +149,43 @@ def alignment_metrics(reference: dict[str, tuple], current: dict[str, tuple]) ->
     return out
 
 
-def make_alignment_fn(
-    apply_fn: Callable[..., Any], reference_params: Any, *probe_args: Any, **probe_kwargs: Any
-) -> Callable[[Any], dict[str, jax.Array]]:
-    """A metric function ``params -> alignment_metrics(reference, now)`` on a fixed probe batch.
+def alignment_probe(
+    apply_fn: Callable[..., Any], *probe_args: Any, **probe_kwargs: Any
+) -> Callable[[Any, Any], dict[str, jax.Array]]:
+    """``(params, reference_params) -> alignment_metrics`` on a fixed probe batch.
+
+    Both captures run inside the returned function, so it can be vmapped over a sweep's members
+    (each against its own initial parameters: :func:`paramlab.sweep.run_sweep`'s ``probe_fn``).
 
     Args:
       apply_fn: called as ``apply_fn(params, *probe_args, **probe_kwargs)``, e.g.
         ``lambda p, x: model.apply({"params": p}, x)`` or a parametrization plan's wrapped apply (its
         scalar forward multipliers do not change the exponents).
-      reference_params: the parameters at the reference point (usually initialization).
       probe_args, probe_kwargs: the probe inputs, the same at every call.
-
-    Returns:
-      A pure function of the current parameters (jit it, or call it inside a jitted step).
     """
-    reference = jax.tree.map(
-        jax.lax.stop_gradient, capture_dense_inputs(apply_fn, reference_params, *probe_args, **probe_kwargs)
-    )
+
+    def probe(params: Any, reference_params: Any) -> dict[str, jax.Array]:
+        reference = capture_dense_inputs(apply_fn, reference_params, *probe_args, **probe_kwargs)
+        if not reference:
+            raise ValueError(
+                "alignment_probe: the model has no dense-like layer to measure (no 'kernel' found)."
+            )
+        return alignment_metrics(
+            reference, capture_dense_inputs(apply_fn, params, *probe_args, **probe_kwargs)
+        )
+
+    return probe
+
+
+def make_alignment_fn(
+    apply_fn: Callable[..., Any], reference_params: Any, *probe_args: Any, **probe_kwargs: Any
+) -> Callable[[Any], dict[str, jax.Array]]:
+    """A metric function ``params -> alignment_metrics(reference, now)`` for logging during training.
+
+    Like :func:`alignment_probe` with the reference point fixed: its layer inputs are captured once,
+    here. Returns a pure function of the current parameters (jit it, or call it inside a jitted step).
+    """
+    reference = capture_dense_inputs(apply_fn, reference_params, *probe_args, **probe_kwargs)
     if not reference:
         raise ValueError(
             "make_alignment_fn: the model has no dense-like layer to measure (no 'kernel' found)."

@@ -88,12 +88,15 @@ class SweepResult:
       state: the final :class:`SweepState`.
       timings: wall-clock seconds: ``init_s`` (initializing every member), ``compile_s`` (compiling
         the chunked step), ``train_s`` (running the steps, excluding compilation) and ``eval_s``.
+      probes: with a ``probe_fn``: ``{"step": int array (n,), name: float array (n, K)}``, the probe
+        after each compiled call (every ``steps_per_call`` steps and the last step); else empty.
     """
 
     records: list[dict[str, Any]]
     history: dict[str, np.ndarray]
     state: SweepState
     timings: dict[str, float]
+    probes: dict[str, np.ndarray]
 
 
 def product_members(seeds: Sequence[int] = (0,), **hyperparameters: Sequence[float]) -> list[dict[str, Any]]:
@@ -214,6 +217,7 @@ def run_sweep(
     microbatches: int = 1,
     compute_dtype: Any = None,
     roles: Any = None,
+    probe_fn: Callable[[Any, Any], Mapping[str, jax.Array]] | None = None,
 ) -> SweepResult:
     """Train every member for ``steps`` steps as one compiled program and tabulate the results.
 
@@ -230,6 +234,10 @@ def run_sweep(
       steps_per_call: steps per compiled call (a ``lax.scan``); a shorter last chunk compiles once more.
       final_window: ``train_loss`` averages the last this many steps' train losses.
       microbatches, compute_dtype, roles: as for :func:`paramlab.train.make_train_step`.
+      probe_fn: ``(params, initial_params) -> {name: scalar}``, a diagnostic evaluated for every
+        member after each compiled call (e.g. alignment exponents,
+        :func:`paramlab.diagnostics.alignment_probe`); ``nan`` for diverged members. Its last values
+        are added to the records.
 
     Returns:
       A :class:`SweepResult`.
@@ -245,6 +253,7 @@ def run_sweep(
     t0 = time.perf_counter()
     state = jax.block_until_ready(init_sweep(init_params, optimizer_fn, members))
     timings["init_s"] = time.perf_counter() - t0
+    probe = None if probe_fn is None else _Probe(probe_fn, state)
     sweep_step = make_sweep_step(
         loss_fn, optimizer_fn, members, microbatches=microbatches, compute_dtype=compute_dtype, roles=roles
     )
@@ -262,14 +271,43 @@ def run_sweep(
         state, metrics = jax.block_until_ready(compiled[length](state, chunk))
         timings["train_s"] += time.perf_counter() - t0
         chunks.append(metrics)
+        if probe is not None:
+            probe.record(state)
     history = {k: np.concatenate([np.asarray(c[k]) for c in jax.device_get(chunks)]) for k in chunks[0]}
     eval_loss = None
     if eval_batches is not None:
         t0 = time.perf_counter()
         eval_loss = evaluate_members(loss_fn, state, eval_batches())
         timings["eval_s"] = time.perf_counter() - t0
+    probes = {} if probe is None else probe.table()
     records = _records(members, history, state, eval_loss, final_window, steps)
-    return SweepResult(records, history, state, timings)
+    for name, values in probes.items():
+        if name != "step":
+            for record, value in zip(records, values[-1]):
+                record[name] = float(value)
+    return SweepResult(records, history, state, timings, probes)
+
+
+class _Probe:
+    """Evaluates ``probe_fn`` for every member against its initial parameters and keeps the values."""
+
+    def __init__(self, probe_fn, state: SweepState):
+        self.initial = jax.tree.map(jnp.copy, state.train.params)  # the sweep donates its state
+        self.fn = jax.jit(jax.vmap(lambda p, p0: dict(probe_fn(p, p0))))
+        self.rows: list[tuple[int, dict]] = []
+
+    def record(self, state: SweepState) -> None:
+        values = self.fn(state.train.params, self.initial)
+        dead = np.asarray(state.diverged)
+        self.rows.append(
+            (int(state.step), {k: np.where(dead, np.nan, np.asarray(v)) for k, v in values.items()})
+        )
+
+    def table(self) -> dict[str, np.ndarray]:
+        out = {"step": np.asarray([step for step, _ in self.rows])}
+        for name in self.rows[0][1]:
+            out[name] = np.stack([values[name] for _, values in self.rows])
+        return out
 
 
 def _records(members, history, state, eval_loss, final_window, steps) -> list[dict[str, Any]]:

@@ -140,3 +140,19 @@ def test_bad_arguments():
         run_sweep(_init_params, _loss_fn, optax.adam, members, iter([]), 0)
     with pytest.raises(ValueError, match="final_window"):
         run_sweep(_init_params, _loss_fn, optax.adam, members, iter([]), 3, final_window=4)
+
+
+def test_alignment_probe_per_member():
+    """One SGD step on one example: every layer's update is rank 1 along its input, alpha = 1."""
+    from paramlab.diagnostics import alignment_probe
+
+    batch = _batches(1)[0]
+    one = {k: v[:1] for k, v in batch.items()}
+    probe = alignment_probe(lambda p, x: _MODEL.apply({"params": p}, x), one["x"])
+    members = product_members(learning_rate=(0.01, 0.1))
+    result = run_sweep(_init_params, _loss_fn, optax.sgd, members, iter([one]), 1, probe_fn=probe)
+    names = [k for k in result.probes if k.startswith("alignment/alpha/")]
+    assert len(names) == 2 and list(result.probes["step"]) == [1]
+    for name in names:
+        np.testing.assert_allclose(result.probes[name][-1], 1.0, atol=1e-4)
+        assert [r[name] for r in result.records] == pytest.approx([1.0, 1.0], abs=1e-4)
