@@ -91,6 +91,8 @@ class TransformerConfig:
       logits_multiplier: constant factor on the logits (a tied-embedding parametrization sets it).
       zero_init_readout: zero the readout kernel (untied only).
       zero_init_query: zero the query kernel.
+      attention_implementation: ``"xla"`` (any device) or ``"cudnn"`` (NVIDIA GPUs, fp16/bf16
+        compute: a fused flash-attention kernel), passed to ``jax.nn.dot_product_attention``.
       rope_theta: rotary base wavelength.
       norm_eps: epsilon of every norm.
       dtype: compute dtype (``"float32"``, ``"bfloat16"``, ``"float16"``); parameters stay
@@ -115,6 +117,7 @@ class TransformerConfig:
     logits_multiplier: float = 1.0
     zero_init_readout: bool = False
     zero_init_query: bool = False
+    attention_implementation: str = "xla"
     rope_theta: float = 10_000.0
     norm_eps: float = 1e-6
     dtype: str = "float32"
@@ -125,6 +128,7 @@ class TransformerConfig:
         check_choice(self.norm, ("rms", "layer"), "norm")
         check_choice(self.positions, ("rotary", "learned"), "positions")
         check_choice(self.attention_scale, ("sqrt", "linear"), "attention_scale")
+        check_choice(self.attention_implementation, ("xla", "cudnn"), "attention_implementation")
         activation_fn(self.activation)
         for name in ("attention_multiplier", "logits_multiplier", "rope_theta", "norm_eps"):
             value = getattr(self, name)
@@ -194,7 +198,14 @@ class Attention(nn.Module):
             q = apply_rotary(q, positions, cfg.rope_theta)
             k = apply_rotary(k, positions, cfg.rope_theta)
         chex.assert_shape((q, k, v), (b, t, *heads))
-        out = jax.nn.dot_product_attention(q, k, v, scale=cfg.attention_logit_scale, is_causal=True)
+        out = jax.nn.dot_product_attention(
+            q,
+            k,
+            v,
+            scale=cfg.attention_logit_scale,
+            is_causal=True,
+            implementation=cfg.attention_implementation,
+        )
         out = nn.DenseGeneral(
             cfg.d_model,
             axis=(-2, -1),

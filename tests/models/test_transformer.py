@@ -332,6 +332,7 @@ def test_with_width_and_json():
         (dict(attention_multiplier=0.0), "attention_multiplier"),
         (dict(logits_multiplier=float("nan")), "logits_multiplier"),
         (dict(dtype="int32"), "dtype"),
+        (dict(attention_implementation="flash"), "attention_implementation"),
         (dict(tied_embeddings=True, zero_init_readout=True), "zero_init_readout"),
     ],
 )
