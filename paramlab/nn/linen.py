@@ -1,0 +1,62 @@
+"""Flax Linen adapter of the parametrization engine: shapes in, parametrized init and apply out.
+
+The engine (:mod:`paramlab.parametrization`) works on pytrees and paths; this module only turns a
+Linen module into shape trees and fan axes, and applies a plan to Linen variables::
+
+    shapes, fan_axes = param_shapes(model, x)                # jax.eval_shape: no memory
+    variables = init(plan, model, rng, x)                    # model.init, then plan.rescale_init
+    apply = plan.wrap_apply(model.apply)                     # forward with m_l * params
+
+``paramlab.parametrization.make_plan`` calls :func:`param_shapes` at the base, delta and target
+widths. Parameters keep their metadata boxes (:class:`~paramlab.nn.FanAxesBox`, ``nn.Partitioned``):
+the plan sees through them.
+
+**Tied embeddings.** A readout that reuses an ``nn.Embed`` table (``embed.attend``) is one parameter,
+an embedding (fan-in = the vocabulary). The plan keeps the embedding rule for it (init, multiplier,
+LR) and the model multiplies the logits by ``plan.tied_readout_multiplier(path)``, e.g.
+``TransformerConfig(tied_embeddings=True, logits_multiplier=...)`` of :mod:`paramlab.models`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+from flax import linen as nn
+
+from paramlab.nn.metadata import split_fan_axes
+
+__all__ = ["init", "param_shapes"]
+
+
+def param_shapes(
+    model: nn.Module, *inputs: Any, rng: jax.Array | None = None, **init_kwargs: Any
+) -> tuple[Any, Any]:
+    """Shapes and fan axes of the ``"params"`` collection of ``model``, via ``jax.eval_shape``.
+
+    Args:
+      model: an unbound Linen module.
+      *inputs: example inputs for ``model.init`` (arrays or ``jax.ShapeDtypeStruct``).
+      rng: the init key (default ``jax.random.key(0)``; only its shape matters).
+      **init_kwargs: passed to ``model.init``.
+
+    Returns:
+      ``(shapes, fan_axes)``: a tree of ``jax.ShapeDtypeStruct`` and a matching tree of
+      :class:`~paramlab.nn.FanAxes` or ``None`` (undeclared: the default rule).
+    """
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"param_shapes: expected a flax.linen Module, got {type(model).__name__}.")
+    rng = jax.random.key(0) if rng is None else rng
+    variables = jax.eval_shape(lambda r, *xs: model.init(r, *xs, **init_kwargs), rng, *inputs)
+    if "params" not in variables:
+        raise ValueError(f"param_shapes: {type(model).__name__}.init created no 'params' collection.")
+    return split_fan_axes(variables["params"])
+
+
+def init(plan: Any, model: nn.Module, rng: jax.Array, *inputs: Any, **init_kwargs: Any) -> Any:
+    """``model.init(rng, *inputs)`` with the ``"params"`` rescaled by ``plan.rescale_init``.
+
+    ``plan`` is a :class:`paramlab.parametrization.Plan` built for this model's width; other
+    collections are returned unchanged.
+    """
+    return plan.rescale_init(model.init(rng, *inputs, **init_kwargs))

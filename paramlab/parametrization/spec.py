@@ -1,0 +1,310 @@
+"""Static per-parameter specs: which axes grow with width, by how much, and the parameter's role.
+
+:func:`infer_spec` compares three shape trees, as ``microsoft/mup``'s base shapes do: the model at
+its **base** width(s) (where every parametrization must equal the base model), at a **delta**
+width (any other width, only to tell which axes are widths) and at the **target** width. An axis is
+*infinite* (a width) iff its size differs between base and delta. The fan-in / fan-out axes come
+from the layers (:mod:`paramlab.nn.metadata`): never from a "last infinite axis is fan-in" rule,
+since Flax kernels are ``(in, out)`` and attention kernels are 3-D.
+
+Roles (``DESIGN.md`` section 2, TP-V Table 3):
+
+=========================  ============================  ==========================================
+fan-in infinite?           fan-out infinite?             role
+=========================  ============================  ==========================================
+no                         yes                           ``embedding`` (input weights, biases, gains)
+yes                        yes                           ``hidden``
+yes                        no                            ``readout``
+no                         no                            ``fixed`` (no factor depends on width)
+=========================  ============================  ==========================================
+
+A ``fixed`` parameter contracts and produces only fixed dimensions, so no parametrization scales it:
+every factor of the plan is exactly 1 (for a readout bias of the vocabulary's size this *is* the
+TP-V rule for biases, and what ``mup``'s optimizers do with such parameters). A fixed *matrix* is
+more often a width the delta model forgot to vary, so by default (``fixed="vectors"``) only fixed
+parameters of rank <= 1 are accepted; ``fixed="all"`` accepts every one, ``fixed="error"`` none, and
+``roles={path: "fixed"}`` marks single parameters.
+
+Multipliers: ``fan_in_mult`` is the product of ``target / base`` over the fan-in axes (1 for none),
+likewise ``fan_out_mult``. ``width_mult`` is the multiplier a role's single-width exponents refer to
+(``mup``'s convention): the fan-out's for an embedding (its fan-in is fixed), the fan-in's for hidden
+and readout weights (their forward scale is set by the sum over the fan-in), 1 when fixed.
+
+Paths are the tree's keys joined by ``/`` (``"block_0/attn/q/kernel"``); the trailing ``.value``
+attributes through which ``flax.nnx`` variables and Linen metadata boxes (``FanAxesBox``,
+``nn.Partitioned``) flatten are dropped, so boxed and unboxed Linen trees and NNX states of the same
+model give the same paths (a flat dict keyed by such path strings gives them too).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+
+from paramlab.nn.metadata import FanAxes, resolve_fan_axes
+from paramlab.parametrization.tables import ROLES
+
+__all__ = ["FIXED", "SPEC_ROLES", "ParamSpec", "flatten_with_paths", "infer_spec", "path_str"]
+
+FIXED = "fixed"
+SPEC_ROLES = (*ROLES, FIXED)
+_FIXED_POLICIES = ("error", "vectors", "all")
+
+
+def path_str(keypath: Sequence[Any]) -> str:
+    """``"a/b/0/c"`` from a JAX key path (dict keys, attributes, sequence indices)."""
+    keys = list(keypath)
+    while keys and isinstance(keys[-1], jax.tree_util.GetAttrKey) and keys[-1].name == "value":
+        keys = keys[:-1]  # an nnx.Variable's or a (nested) Linen metadata box's value
+    parts = []
+    for key in keys:
+        if isinstance(key, jax.tree_util.DictKey):
+            parts.append(str(key.key))
+        elif isinstance(key, jax.tree_util.GetAttrKey):
+            parts.append(key.name)
+        elif isinstance(key, jax.tree_util.SequenceKey):
+            parts.append(str(key.idx))
+        elif isinstance(key, jax.tree_util.FlattenedIndexKey):
+            parts.append(str(key.key))
+        else:
+            parts.append(str(key))
+    return "/".join(parts)
+
+
+def flatten_with_paths(tree: Any, what: str = "tree") -> list[tuple[str, Any]]:
+    """``[(path, leaf), ...]`` in flatten order; ``ValueError`` if two leaves share a path."""
+    pairs = [(path_str(p), leaf) for p, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]]
+    seen: set[str] = set()
+    for path, _ in pairs:
+        if path in seen:
+            raise ValueError(f"{what}: two leaves have the same path {path!r}.")
+        seen.add(path)
+    return pairs
+
+
+@dataclasses.dataclass(frozen=True)
+class ParamSpec:
+    """How one parameter scales with width (static; no arrays).
+
+    Attributes:
+      path: the parameter's path, keys joined by ``/``.
+      shape: its shape at the target width.
+      base_shape: its shape at the base width.
+      role: ``"embedding"``, ``"hidden"``, ``"readout"`` or ``"fixed"`` (module docstring).
+      fan_in: the fan-in axes.
+      fan_out: the fan-out axes.
+      fan_in_mult: product of ``shape / base_shape`` over the fan-in axes (computed).
+      fan_out_mult: the same over the fan-out axes (computed).
+      width_mult: ``fan_out_mult`` (embedding), ``fan_in_mult`` (hidden, readout) or 1 (fixed).
+    """
+
+    path: str
+    shape: tuple[int, ...]
+    base_shape: tuple[int, ...]
+    role: str
+    fan_in: tuple[int, ...]
+    fan_out: tuple[int, ...]
+    fan_in_mult: float = dataclasses.field(init=False)
+    fan_out_mult: float = dataclasses.field(init=False)
+    width_mult: float = dataclasses.field(init=False)
+
+    def __post_init__(self):
+        shape, base = tuple(int(d) for d in self.shape), tuple(int(d) for d in self.base_shape)
+        if len(shape) != len(base):
+            raise ValueError(f"parameter {self.path}: base shape {base} and shape {shape} differ in rank.")
+        if self.role not in SPEC_ROLES:
+            raise ValueError(
+                f"parameter {self.path}: unknown role {self.role!r}; expected one of {SPEC_ROLES}."
+            )
+        axes = FanAxes(tuple(self.fan_in), tuple(self.fan_out)).validate(shape, self.path)
+        for axis, (d, d0) in enumerate(zip(shape, base)):
+            if d0 <= 0 or d <= 0:
+                raise ValueError(
+                    f"parameter {self.path}: axis {axis} has size 0 (shape {shape}, base {base})."
+                )
+        object.__setattr__(self, "shape", shape)
+        object.__setattr__(self, "base_shape", base)
+        object.__setattr__(self, "fan_in", axes.fan_in)
+        object.__setattr__(self, "fan_out", axes.fan_out)
+        fan_in_mult = _group_mult(shape, base, axes.fan_in)
+        fan_out_mult = _group_mult(shape, base, axes.fan_out)
+        width = {"embedding": fan_out_mult, "hidden": fan_in_mult, "readout": fan_in_mult, FIXED: 1.0}
+        object.__setattr__(self, "fan_in_mult", fan_in_mult)
+        object.__setattr__(self, "fan_out_mult", fan_out_mult)
+        object.__setattr__(self, "width_mult", width[self.role])
+
+    @property
+    def is_vector(self) -> bool:
+        """No fan-in axes: a bias or a norm gain (its own constants key ``"vector"``)."""
+        return not self.fan_in
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "shape": list(self.shape),
+            "base_shape": list(self.base_shape),
+            "role": self.role,
+            "fan_in": list(self.fan_in),
+            "fan_out": list(self.fan_out),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ParamSpec:
+        return cls(
+            path=data["path"],
+            shape=tuple(data["shape"]),
+            base_shape=tuple(data["base_shape"]),
+            role=data["role"],
+            fan_in=tuple(data["fan_in"]),
+            fan_out=tuple(data["fan_out"]),
+        )
+
+
+def _group_mult(shape: tuple[int, ...], base: tuple[int, ...], axes: tuple[int, ...]) -> float:
+    """``prod(shape[i] / base[i])`` over ``axes`` (exactly 1.0 where they agree)."""
+    num = math.prod(shape[i] for i in axes)
+    den = math.prod(base[i] for i in axes)
+    return 1.0 if num == den else num / den
+
+
+def _shape_of(leaf: Any, path: str, what: str) -> tuple[int, ...]:
+    if not hasattr(leaf, "shape"):
+        raise ValueError(f"{what} tree: leaf {path} has no shape (got {type(leaf).__name__}).")
+    return tuple(int(d) for d in leaf.shape)
+
+
+def _shapes(tree: Any, what: str) -> dict[str, tuple[int, ...]]:
+    return {path: _shape_of(leaf, path, what) for path, leaf in flatten_with_paths(tree, what)}
+
+
+def _check_same_paths(ref: dict[str, Any], other: dict[str, Any], ref_name: str, other_name: str) -> None:
+    missing = [p for p in ref if p not in other]
+    extra = [p for p in other if p not in ref]
+    if missing or extra:
+        raise ValueError(
+            f"the {other_name} tree does not match the {ref_name} tree: "
+            f"missing {missing[:5]}, extra {extra[:5]}."
+        )
+
+
+def infer_spec(
+    base: Any,
+    delta: Any,
+    target: Any,
+    fan_axes: Any = None,
+    *,
+    roles: Mapping[str, str] | None = None,
+    fixed: str = "vectors",
+    integer_ratios: bool = True,
+) -> dict[str, ParamSpec]:
+    """Infer every parameter's :class:`ParamSpec` from its shapes at three widths.
+
+    Args:
+      base: shapes at the base width(s): any pytree whose leaves have ``.shape`` (the output of
+        ``jax.eval_shape``, unboxed, e.g. by :func:`paramlab.nn.split_fan_axes`).
+      delta: shapes at other widths; an axis is a width iff its size differs from ``base``.
+      target: shapes at the target width(s).
+      fan_axes: ``None`` or a tree matching ``target`` of :class:`~paramlab.nn.FanAxes` /
+        ``None`` leaves (``None``: :func:`paramlab.nn.default_fan_axes`).
+      roles: optional ``{path: role}`` overriding the inferred role of these parameters (any of
+        ``"embedding"``, ``"hidden"``, ``"readout"``, ``"fixed"``); every path must exist.
+      fixed: which parameters without a width axis are accepted as ``"fixed"``: ``"vectors"``
+        (rank <= 1, the default), ``"all"``, or ``"error"`` (none; mark them with ``roles``).
+      integer_ratios: require every width axis's ``target / base`` to be an integer.
+
+    Returns:
+      ``{path: ParamSpec}`` in the target tree's flatten order.
+
+    Raises:
+      ValueError: naming the path, for trees of different structure or ranks, a base axis larger
+        than the target's, a non-integer ratio (with ``integer_ratios``), an axis that changes
+        between base and target but not between base and delta, a width axis that is neither
+        fan-in nor fan-out, an unaccepted fixed parameter, an unknown path or role in ``roles``, or
+        no width axis anywhere.
+    """
+    if fixed not in _FIXED_POLICIES:
+        raise ValueError(f"fixed must be one of {_FIXED_POLICIES}, got {fixed!r}.")
+    base_shapes, delta_shapes = _shapes(base, "base"), _shapes(delta, "delta")
+    target_shapes = _shapes(target, "target")
+    _check_same_paths(target_shapes, base_shapes, "target", "base")
+    _check_same_paths(target_shapes, delta_shapes, "target", "delta")
+    resolved = resolve_fan_axes(target, fan_axes)
+    axes_by_path = dict(flatten_with_paths(resolved, "fan_axes"))
+    roles = dict(roles or {})
+    unknown = sorted(set(roles) - set(target_shapes))
+    if unknown:
+        raise ValueError(f"roles names parameters that do not exist: {unknown[:5]}.")
+    specs: dict[str, ParamSpec] = {}
+    any_width = False
+    for path, shape in target_shapes.items():
+        base_shape, delta_shape = base_shapes[path], delta_shapes[path]
+        infinite = _infinite_axes(path, base_shape, delta_shape, shape, integer_ratios)
+        any_width = any_width or bool(infinite)
+        axes = axes_by_path[path]
+        role = roles.get(path) or _infer_role(path, shape, infinite, axes, fixed)
+        specs[path] = ParamSpec(path, shape, base_shape, role, axes.fan_in, axes.fan_out)
+    if not any_width:
+        raise ValueError(
+            "no parameter has a width axis: the delta shapes equal the base shapes everywhere "
+            "(vary at least one width between the base and delta models)."
+        )
+    return specs
+
+
+def _infinite_axes(
+    path: str,
+    base: tuple[int, ...],
+    delta: tuple[int, ...],
+    target: tuple[int, ...],
+    integer_ratios: bool,
+) -> tuple[int, ...]:
+    if not len(base) == len(delta) == len(target):
+        raise ValueError(
+            f"parameter {path}: ranks differ between base {base}, delta {delta} and target {target}."
+        )
+    infinite = []
+    for axis, (d0, dd, d) in enumerate(zip(base, delta, target)):
+        if dd != d0:
+            if d0 > d:
+                raise ValueError(
+                    f"parameter {path}: axis {axis} is larger at the base width ({d0}) than at the "
+                    f"target ({d}); base shape {base}, target shape {target}."
+                )
+            if integer_ratios and d % d0:
+                raise ValueError(
+                    f"parameter {path}: axis {axis} grows from {d0} (base) to {d}, not an integer "
+                    "multiple (pass integer_ratios=False to allow it)."
+                )
+            infinite.append(axis)
+        elif d != d0:
+            raise ValueError(
+                f"parameter {path}: axis {axis} is {d0} at base and delta but {d} at the target: the "
+                "delta model must vary every width the target changes."
+            )
+    return tuple(infinite)
+
+
+def _infer_role(path: str, shape: tuple[int, ...], infinite: tuple[int, ...], axes: Any, fixed: str) -> str:
+    stray = sorted(set(infinite) - set(axes.fan_in) - set(axes.fan_out))
+    if stray:
+        raise ValueError(
+            f"parameter {path} of shape {shape}: width axes {stray} are neither fan-in {axes.fan_in} nor "
+            f"fan-out {axes.fan_out}; declare them (paramlab.nn.with_fan_axes / nnx.Param metadata)."
+        )
+    inf_in = any(a in infinite for a in axes.fan_in)
+    inf_out = any(a in infinite for a in axes.fan_out)
+    if inf_in:
+        return "hidden" if inf_out else "readout"
+    if inf_out:
+        return "embedding"
+    if fixed == "all" or (fixed == "vectors" and len(shape) <= 1):
+        return FIXED
+    raise ValueError(
+        f"parameter {path} of shape {shape} has no width axis (fan-in {axes.fan_in}, fan-out "
+        f"{axes.fan_out}), so no parametrization can classify it; if that is intended mark it with "
+        f"roles={{{path!r}: 'fixed'}} or pass fixed='all', else vary its width in the delta model."
+    )

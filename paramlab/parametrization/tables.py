@@ -1,0 +1,294 @@
+"""Width-scaling exponents of the abc-parametrizations, derived from closed forms.
+
+Notation (paramlab REFERENCE sections 1-3; Everett et al., 2024, "Scaling Exponents Across
+Parameterizations and Optimizers", arXiv 2407.05872; Yang et al., 2022, "Tensor Programs V",
+arXiv 2203.03466). Width ``n``; for layer ``l`` the effective weight is ``W_l = n^{-a_l} w_l``, the
+stored weight starts as ``w_l ~ N(0, n^{-2 b_l})`` and trains with learning rate ``eta n^{-c_l}``.
+Roles: ``embedding`` (fan-in fixed, fan-out ``n``), ``hidden`` (``n x n``), ``readout`` (fan-in
+``n``, fan-out fixed). Biases and norm gains follow the embedding rule.
+
+**Table A** (``abc``) is data: the ``(a, b)`` pairs of each parametrization. Everything else is
+derived here from it, so that a user's own alignment measurement goes through the same formulas.
+With ``A_l = max(alpha_l, u_l)`` the alignment exponent that limits layer ``l``'s update
+(``(alpha, omega, u) = (1, 1/2, 1)`` under full alignment, ``(1/2, 1/2, 1/2)`` under none) and
+``r = a_R + b_R`` the readout's scale exponent (the effective readout entries are ``n^{-r}``):
+
+* Gradient scale at init (REFERENCE section 3). The gradient w.r.t. a width-``n`` activation is
+  ``n^{-r}`` (the readout's effective weight brings it down from the ``Theta(1)`` loss gradient; the
+  ``1/sqrt(fan_in)`` hidden layers preserve it), and ``dL/dw_l = n^{-a_l} x_l (dL/dy_l)``, so::
+
+      g_emb = a_emb + r        g_hidden = a_hidden + r        g_readout = a_readout
+
+* Adam (REFERENCE section 2): the update entries are ``n^{-c}`` whatever the gradient scale, and the
+  ``A``-aligned sum over the fan-in must give a ``Theta(1)`` change of the layer's output::
+
+      c_emb = -a_emb           c_l = A_l - a_l   (hidden, readout)
+
+* Adafactor with parameter scaling multiplies the step by ``RMS(w) ~ n^{-b}``: ``c = c_Adam - b``.
+* SGD: the update is ``eta n^{-c} n^{-g}``; requiring ``Theta(1)`` output changes gives
+  ``c_emb = -a_emb - g_emb = -2 a_emb - r`` and ``c_hidden = A - 2 a_hidden - r``. For the readout
+  the same rule would give ``c_R = A_R - 2 a_R``, but when ``A_R < r`` (muP / MFP without
+  alignment) the readout's update ``n^{-(2 a_R + c_R)} = n^{-A_R}`` then outgrows its initial scale
+  ``n^{-r}``, which raises the gradient of every other layer to ``n^{-A_R}`` and forces their LRs
+  down by ``n^{-(r - A_R)}``. Two consistent choices (``sgd_readout``):
+
+  - ``"preserve"`` (default, REFERENCE Table B): cap the readout's LR so its update stays at its
+    initial scale, ``c_R = max(A_R, r) - 2 a_R``; the other layers keep ``g`` and their LRs. This
+    maximises the sum of log learning rates as soon as there is one hidden matrix; it reproduces
+    all 24 cells of Table B (REFERENCE marks the muP / MFP SGD no-alignment readout entries
+    [unverified]).
+  - ``"maximal"``: ``c_R = A_R - 2 a_R`` and the others pay: ``r`` is replaced by
+    ``r_eff = min(r, A_R)`` in ``c_emb``, ``c_hidden`` (and in the SGD gradient scale).
+
+  With full alignment both choices coincide (``A_R = 1 >= r`` in every table).
+
+**Several widths.** A parameter's fan-in and fan-out may grow by different factors (``d_model``,
+``d_ff``, heads). Each exponent above is therefore split into a part on the fan-in multiplier and
+a part on the fan-out multiplier (:class:`Exponent`; the scale factor is
+``fan_in_mult^-x.fan_in * fan_out_mult^-x.fan_out``, and ``x.total`` is the single-width exponent of
+the tables). Forward multiplier, init and alignment act through the sum over the fan-in, so ``a``,
+``b``, ``A`` of hidden and readout layers sit on the fan-in; an embedding's fan-in is fixed, so its
+``a`` and ``b`` sit on its fan-out (its width). The activation-gradient factor ``n^{-r}`` belongs to
+the width of the layer's *output*: the fan-out. For muP's SGD this gives a hidden LR
+``proportional to fan_out_mult / fan_in_mult``, the rule ``MuSGD`` of ``microsoft/mup`` uses.
+
+**Table 8 form** (``"mup_table8"``): what ``microsoft/mup`` implements: ``(a, b)`` = embedding
+``(0, 0)``, hidden ``(0, 1/2)``, readout ``(1, 0)`` (readout multiplier ``1 / width_mult`` with a
+constant-variance init). It is ``"mup"`` moved along the symmetry ``a <- a + theta,
+b <- b - theta`` with ``theta = (1/2, 0, 1/2)``; the formulas above give MuAdam's ``c = (0, 1, 0)``
+and MuSGD's ``c = (-1, 0, -1)``, i.e. ``"mup"``'s ``c`` moved by ``-theta`` (Adam) and ``-2 theta``
+(SGD), as the symmetry requires.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = [
+    "ALIGNMENTS",
+    "OPTIMIZERS",
+    "PARAMETRIZATIONS",
+    "ROLES",
+    "SGD_READOUT",
+    "Exponent",
+    "RoleExponents",
+    "abc",
+    "alignment_exponents",
+    "grad_exponents",
+    "lr_exponents",
+    "role_exponents",
+]
+
+ROLES = ("embedding", "hidden", "readout")
+PARAMETRIZATIONS = ("sp", "ntk", "mup", "mfp", "mup_table8")
+OPTIMIZERS = ("sgd", "adam", "adafactor")
+ALIGNMENTS = ("full", "none")
+SGD_READOUT = ("preserve", "maximal")
+
+# Table A: (a, b) per role. "mup" is Everett et al.'s form (TP-V Table 9), "mup_table8" is TP-V
+# Table 8 (microsoft/mup); they are related by the symmetry a <- a + theta, b <- b - theta with
+# theta = (+1/2, 0, +1/2) on (embedding, hidden, readout).
+_ABC: dict[str, dict[str, tuple[float, float]]] = {
+    "sp": {"embedding": (0.0, 0.0), "hidden": (0.0, 0.5), "readout": (0.0, 0.5)},
+    "ntk": {"embedding": (0.0, 0.0), "hidden": (0.5, 0.0), "readout": (0.5, 0.0)},
+    "mup": {"embedding": (-0.5, 0.5), "hidden": (0.0, 0.5), "readout": (0.5, 0.5)},
+    "mfp": {"embedding": (0.0, 0.0), "hidden": (0.5, 0.0), "readout": (1.0, 0.0)},
+    "mup_table8": {"embedding": (0.0, 0.0), "hidden": (0.0, 0.5), "readout": (1.0, 0.0)},
+}
+
+# (alpha, omega, u) of the two named alignment assumptions (REFERENCE section 2).
+_NAMED_ALIGNMENT = {"full": (1.0, 0.5, 1.0), "none": (0.5, 0.5, 0.5)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Exponent:
+    """A width-scaling exponent split over a parameter's fan-in and fan-out multipliers.
+
+    The scale factor it describes is ``fan_in_mult ** -fan_in * fan_out_mult ** -fan_out``; with a
+    single width ``n/n0`` on both sides that is ``(n/n0) ** -total``.
+    """
+
+    fan_in: float = 0.0
+    fan_out: float = 0.0
+
+    @property
+    def total(self) -> float:
+        return self.fan_in + self.fan_out
+
+    def __add__(self, other: Exponent) -> Exponent:
+        return Exponent(self.fan_in + other.fan_in, self.fan_out + other.fan_out)
+
+    def __sub__(self, other: Exponent) -> Exponent:
+        return Exponent(self.fan_in - other.fan_in, self.fan_out - other.fan_out)
+
+    def factor(self, fan_in_mult: float, fan_out_mult: float) -> float:
+        """``fan_in_mult ** -fan_in * fan_out_mult ** -fan_out`` (exactly 1.0 at multipliers 1)."""
+        return _power(fan_in_mult, -self.fan_in) * _power(fan_out_mult, -self.fan_out)
+
+
+@dataclasses.dataclass(frozen=True)
+class RoleExponents:
+    """All exponents of one role: forward multiplier ``a``, init ``b``, learning rate ``c`` and the
+    gradient scale at init ``g`` (each split over fan-in / fan-out)."""
+
+    multiplier: Exponent
+    init: Exponent
+    lr: Exponent
+    grad: Exponent
+
+
+def _power(base: float, exponent: float) -> float:
+    return 1.0 if exponent == 0 or base == 1.0 else float(base) ** exponent
+
+
+def _check_name(name: str) -> str:
+    if name not in _ABC:
+        raise ValueError(f"unknown parametrization name {name!r}; expected one of {list(PARAMETRIZATIONS)}.")
+    return name
+
+
+def abc(name: str) -> dict[str, tuple[float, float]]:
+    """Table A: ``{role: (a, b)}`` for ``name`` in ``"sp"``, ``"ntk"``, ``"mup"``, ``"mfp"``,
+    ``"mup_table8"`` (effective weight ``n^{-a} w``, init std ``n^{-b}``)."""
+    return dict(_ABC[_check_name(name)])
+
+
+def alignment_exponents(alignment: Any) -> dict[str, float]:
+    """The limiting alignment exponent ``A_l = max(alpha_l, u_l)`` of the hidden and readout roles.
+
+    Args:
+      alignment: ``"full"`` (``(alpha, omega, u) = (1, 1/2, 1)``), ``"none"`` (all ``1/2``), a
+        number (``alpha = u`` = it, for both roles), or a mapping with keys ``"hidden"`` and
+        ``"readout"`` whose values are numbers or mappings with keys ``"alpha"`` and ``"u"`` (and
+        optionally ``"omega"``, which does not enter the LR exponents), e.g. measured with
+        :mod:`paramlab.diagnostics.alignment`. An ``"embedding"`` entry is accepted and ignored:
+        the embedding's fan-in does not grow, so alignment does not enter its exponents.
+
+    Returns:
+      ``{"hidden": A_hidden, "readout": A_readout}``.
+    """
+    if isinstance(alignment, str):
+        if alignment not in _NAMED_ALIGNMENT:
+            raise ValueError(
+                f"unknown alignment {alignment!r}; expected 'full', 'none', a number or a per-role mapping."
+            )
+        alpha, _, u = _NAMED_ALIGNMENT[alignment]
+        return {"hidden": max(alpha, u), "readout": max(alpha, u)}
+    if _is_number(alignment):
+        value = _check_alignment_value(alignment, "alignment")
+        return {"hidden": value, "readout": value}
+    if isinstance(alignment, Mapping):
+        unknown = set(alignment) - set(ROLES)
+        missing = {"hidden", "readout"} - set(alignment)
+        if unknown or missing:
+            raise ValueError(
+                f"per-role alignment needs keys 'hidden' and 'readout' (optionally 'embedding'); "
+                f"missing {sorted(missing)}, unknown {sorted(unknown)}."
+            )
+        return {role: _role_alignment(alignment[role], role) for role in ("hidden", "readout")}
+    raise ValueError(f"alignment must be 'full', 'none', a number or a per-role mapping, got {alignment!r}.")
+
+
+def _role_alignment(value: Any, role: str) -> float:
+    if _is_number(value):
+        return _check_alignment_value(value, f"alignment[{role!r}]")
+    if isinstance(value, Mapping):
+        unknown = set(value) - {"alpha", "omega", "u"}
+        if unknown or not {"alpha", "u"} <= set(value):
+            raise ValueError(
+                f"alignment[{role!r}] must have keys 'alpha' and 'u' (and optionally 'omega'), "
+                f"got {sorted(value)}."
+            )
+        for key in value:
+            _check_alignment_value(value[key], f"alignment[{role!r}][{key!r}]")
+        return max(float(value["alpha"]), float(value["u"]))
+    raise ValueError(f"alignment[{role!r}] must be a number or a mapping, got {value!r}.")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_alignment_value(value: Any, what: str) -> float:
+    value = float(value)
+    if not (math.isfinite(value) and 0.0 <= value <= 1.0):
+        raise ValueError(f"{what} must be an exponent in [0, 1], got {value!r}.")
+    return value
+
+
+def role_exponents(
+    name: str,
+    optimizer: str,
+    alignment: Any = "full",
+    sgd_readout: str = "preserve",
+) -> dict[str, RoleExponents]:
+    """Every exponent of every role, split over fan-in / fan-out (see the module docstring).
+
+    Args:
+      name: a parametrization (:data:`PARAMETRIZATIONS`).
+      optimizer: ``"sgd"``, ``"adam"`` or ``"adafactor"`` (Adafactor with parameter scaling).
+      alignment: see :func:`alignment_exponents`.
+      sgd_readout: ``"preserve"`` or ``"maximal"``: the SGD readout trade-off (module docstring);
+        ignored by Adam and Adafactor.
+    """
+    table = abc(name)
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {optimizer!r}; expected one of {list(OPTIMIZERS)}.")
+    if sgd_readout not in SGD_READOUT:
+        raise ValueError(f"unknown sgd_readout {sgd_readout!r}; expected one of {list(SGD_READOUT)}.")
+    align = alignment_exponents(alignment)
+    (a_e, b_e), (a_h, b_h), (a_r, b_r) = table["embedding"], table["hidden"], table["readout"]
+    a = {"embedding": Exponent(0.0, a_e), "hidden": Exponent(a_h, 0.0), "readout": Exponent(a_r, 0.0)}
+    b = {"embedding": Exponent(0.0, b_e), "hidden": Exponent(b_h, 0.0), "readout": Exponent(b_r, 0.0)}
+    r = a_r + b_r
+    grad = {
+        "embedding": Exponent(0.0, a_e + r),
+        "hidden": Exponent(a_h, r),
+        "readout": Exponent(a_r, 0.0),
+    }
+    if optimizer == "sgd":
+        lr = _sgd_lr(a_e, a_h, a_r, r, align, sgd_readout)
+    else:
+        lr = {
+            "embedding": Exponent(0.0, -a_e),
+            "hidden": Exponent(align["hidden"] - a_h, 0.0),
+            "readout": Exponent(align["readout"] - a_r, 0.0),
+        }
+        if optimizer == "adafactor":
+            lr = {role: lr[role] - b[role] for role in ROLES}
+    return {role: RoleExponents(a[role], b[role], lr[role], grad[role]) for role in ROLES}
+
+
+def _sgd_lr(
+    a_e: float, a_h: float, a_r: float, r: float, align: dict[str, float], sgd_readout: str
+) -> dict[str, Exponent]:
+    """SGD: ``c = A - a - g`` with ``g`` the gradient exponent (``A = 0`` on a fixed fan-in)."""
+    a_readout = align["readout"]
+    if sgd_readout == "preserve":
+        r_eff, c_readout = r, max(a_readout, r) - 2.0 * a_r
+    else:
+        r_eff, c_readout = min(r, a_readout), a_readout - 2.0 * a_r
+    return {
+        "embedding": Exponent(0.0, -2.0 * a_e - r_eff),
+        "hidden": Exponent(align["hidden"] - 2.0 * a_h, -r_eff),
+        "readout": Exponent(c_readout, 0.0),
+    }
+
+
+def lr_exponents(
+    name: str, optimizer: str, alignment: Any = "full", sgd_readout: str = "preserve"
+) -> dict[str, float]:
+    """Table B: ``{role: c}``, the learning rate of a role scaling as ``n^{-c}`` (single width).
+
+    Derived by :func:`role_exponents`; see the module docstring for the closed forms.
+    """
+    return {role: e.lr.total for role, e in role_exponents(name, optimizer, alignment, sgd_readout).items()}
+
+
+def grad_exponents(name: str) -> dict[str, float]:
+    """REFERENCE section 3: ``{role: g}``, the gradient entries of a role scaling as ``n^{-g}`` at
+    init (``g_emb = a_emb + r``, ``g_hidden = a_hidden + r``, ``g_readout = a_readout``)."""
+    return {role: e.grad.total for role, e in role_exponents(name, "adam").items()}
