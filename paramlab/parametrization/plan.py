@@ -66,6 +66,7 @@ import jax
 import optax
 from flax.core import FrozenDict
 
+from paramlab.optim._checks import check_in_unit_interval, check_non_negative
 from paramlab.optim.adam_atan2 import scale_by_adam_atan2
 from paramlab.optim.scaling import (
     add_decayed_weights_per_param,
@@ -389,7 +390,7 @@ class Plan:
         nesterov: bool = False,
         weight_decay: float = 0.0,
         mu_dtype: Any = None,
-        **base_kwargs: Any,
+        base_kwargs: Mapping[str, Any] | None = None,
     ) -> optax.GradientTransformation:
         """An optax optimizer with this plan's per-parameter LR, epsilon and weight decay.
 
@@ -409,7 +410,12 @@ class Plan:
           nesterov: Nesterov momentum for SGD.
           weight_decay: the global decay rate ``wd`` (scaled per parameter by ``w_l``).
           mu_dtype: dtype of the first moment.
-          **base_kwargs: extra arguments of the base preconditioner.
+          base_kwargs: extra arguments of the base preconditioner (e.g. ``{"a": 1.0}`` for
+            Adam-atan2).
+
+        Works under ``optax.inject_hyperparams(plan.optimizer, static_args="base")``: the numeric
+        arguments may be arrays (a weight decay of exactly ``0`` or a momentum of exactly ``0``
+        given as Python numbers leave their transformation out).
         """
         if base not in BASE_OPTIMIZERS:
             raise ValueError(f"unknown base optimizer {base!r}; expected one of {list(BASE_OPTIMIZERS)}.")
@@ -419,16 +425,17 @@ class Plan:
                 f"base optimizer {base!r} follows the {family!r} LR exponents but this plan was built for "
                 f"{self.parametrization.optimizer!r}; build the Parametrization with optimizer={family!r}."
             )
-        if weight_decay < 0:
-            raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}.")
+        check_non_negative(weight_decay, "weight_decay")
+        base_kwargs = dict(base_kwargs or {})
         pre = self._preconditioner(base, b1, b2, eps, eps_root, momentum, nesterov, mu_dtype, base_kwargs)
         parts = [pre]
         decay = _lazy(lambda like: self._decay(like, weight_decay))
         coupled = self.parametrization.weight_decay_mode == "lr_coupled"
-        if weight_decay and coupled:
+        use_decay = not (_is_python_number(weight_decay) and weight_decay == 0)
+        if use_decay and coupled:
             parts.append(decay)
         parts += [self.lr_scaling(), optax.scale_by_learning_rate(learning_rate)]
-        if weight_decay and not coupled:
+        if use_decay and not coupled:
             parts.append(decay)
         return optax.chain(*parts)
 
@@ -453,7 +460,7 @@ class Plan:
         if base in ("adam", "adamw", "sgd") and base_kwargs:
             raise ValueError(f"base optimizer {base!r} takes no extra arguments, got {sorted(base_kwargs)}.")
         if base in ("adam", "adamw"):
-            if self.parametrization.eps_mode == "constant":
+            if self.parametrization.eps_mode == "constant" and _is_python_number(eps):
                 return scale_by_adam_per_param_eps(eps, b1=b1, b2=b2, eps_root=eps_root, mu_dtype=mu_dtype)
             return _lazy(
                 lambda like: scale_by_adam_per_param_eps(
@@ -467,9 +474,8 @@ class Plan:
         if base == "adam_atan2":
             return scale_by_adam_atan2(b1=b1, b2=b2, mu_dtype=mu_dtype, **base_kwargs)
         if base == "sgd":
-            if not 0.0 <= momentum < 1.0:
-                raise ValueError(f"momentum must be in [0, 1), got {momentum!r}.")
-            if momentum == 0.0:
+            check_in_unit_interval(momentum, "momentum")
+            if _is_python_number(momentum) and momentum == 0:
                 return optax.identity()
             return optax.trace(decay=momentum, nesterov=nesterov, accumulator_dtype=mu_dtype)
         raise ValueError(f"base optimizer {base!r} is not available.")
@@ -552,6 +558,10 @@ class Plan:
     def _matches(self, tree: Any) -> bool:
         pairs = flatten_with_paths(tree)
         return len(pairs) == len(self.specs) and all(path in self.specs for path, _ in pairs)
+
+
+def _is_python_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _scale(x: Any, factor: float) -> Any:

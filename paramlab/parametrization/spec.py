@@ -238,20 +238,20 @@ def infer_spec(
     unknown = sorted(set(roles) - set(target_shapes))
     if unknown:
         raise ValueError(f"roles names parameters that do not exist: {unknown[:5]}.")
-    specs: dict[str, ParamSpec] = {}
-    any_width = False
-    for path, shape in target_shapes.items():
-        base_shape, delta_shape = base_shapes[path], delta_shapes[path]
-        infinite = _infinite_axes(path, base_shape, delta_shape, shape, integer_ratios)
-        any_width = any_width or bool(infinite)
-        axes = axes_by_path[path]
-        role = roles.get(path) or _infer_role(path, shape, infinite, axes, fixed)
-        specs[path] = ParamSpec(path, shape, base_shape, role, axes.fan_in, axes.fan_out)
-    if not any_width:
+    infinite = {
+        path: _infinite_axes(path, base_shapes[path], delta_shapes[path], shape, integer_ratios)
+        for path, shape in target_shapes.items()
+    }
+    if not any(infinite.values()):
         raise ValueError(
             "no parameter has a width axis: the delta shapes equal the base shapes everywhere "
             "(vary at least one width between the base and delta models)."
         )
+    specs: dict[str, ParamSpec] = {}
+    for path, shape in target_shapes.items():
+        axes = axes_by_path[path]
+        role = roles.get(path) or _infer_role(path, shape, infinite[path], axes, fixed)
+        specs[path] = ParamSpec(path, shape, base_shapes[path], role, axes.fan_in, axes.fan_out)
     return specs
 
 
