@@ -4,12 +4,12 @@ The engine (:mod:`paramlab.parametrization`) works on pytrees and paths; this mo
 Linen module into shape trees and fan axes, and applies a plan to Linen variables::
 
     shapes, fan_axes = param_shapes(model, x)                # jax.eval_shape: no memory
-    variables = init(plan, model, rng, x)                    # model.init, then plan.rescale_init
+    variables = init(plan, model, rng, x)                    # model.init, rescale_init, unbox
     apply = plan.wrap_apply(model.apply)                     # forward with m_l * params
 
 ``paramlab.parametrization.make_plan`` calls :func:`param_shapes` at the base, delta and target
-widths. Parameters keep their metadata boxes (:class:`~paramlab.nn.FanAxesBox`, ``nn.Partitioned``):
-the plan sees through them.
+widths. The plan sees through metadata boxes (:class:`~paramlab.nn.FanAxesBox`, ``nn.Partitioned``),
+so boxed and unboxed variables work alike.
 
 **Tied embeddings.** A readout that reuses an ``nn.Embed`` table (``embed.attend``) is one parameter,
 an embedding (fan-in = the vocabulary). The plan keeps the embedding rule for it (init, multiplier,
@@ -23,6 +23,7 @@ from typing import Any
 
 import jax
 from flax import linen as nn
+from flax.linen import meta
 
 from paramlab.nn.metadata import split_fan_axes
 
@@ -53,10 +54,24 @@ def param_shapes(
     return split_fan_axes(variables["params"])
 
 
-def init(plan: Any, model: nn.Module, rng: jax.Array, *inputs: Any, **init_kwargs: Any) -> Any:
+def init(
+    plan: Any, model: nn.Module, rng: jax.Array, *inputs: Any, unbox: bool = True, **init_kwargs: Any
+) -> Any:
     """``model.init(rng, *inputs)`` with the ``"params"`` rescaled by ``plan.rescale_init``.
 
-    ``plan`` is a :class:`paramlab.parametrization.Plan` built for this model's width; other
-    collections are returned unchanged.
+    Args:
+      plan: a :class:`paramlab.parametrization.Plan` built for this model's width.
+      model, rng, inputs, init_kwargs: as for ``model.init``.
+      unbox: strip metadata boxes (``FanAxesBox``, ``nn.Partitioned``) so the leaves are plain arrays,
+        as optax and ``jax.numpy`` expect (the plan keeps the fan axes); ``False`` keeps them, e.g. to
+        read ``nn.get_partition_spec`` first.
+
+    Other collections are returned unchanged. Runs under ``jax.jit`` (one compiled program instead of
+    op-by-op dispatch; the unscaled parameters are never materialised beside the scaled ones).
     """
-    return plan.rescale_init(model.init(rng, *inputs, **init_kwargs))
+
+    def init_fn(rng: jax.Array, *xs: Any) -> Any:
+        return plan.rescale_init(model.init(rng, *xs, **init_kwargs))
+
+    variables = jax.jit(init_fn)(rng, *inputs)
+    return meta.unbox(variables) if unbox else variables
