@@ -74,6 +74,8 @@ class Task:
       roles: a tree of role names with the parameters' structure (per-role RMS metrics), or ``None``.
       plan: the parametrization plan as JSON (saved with every checkpoint), or ``None``.
       reference_loss: a baseline drawn on the loss plot (e.g. the unigram entropy), or ``None``.
+      eval_loss_fn: the loss reported on the eval batches (e.g. the cross-entropy without the
+        z-loss term); ``None``: ``loss_fn``.
     """
 
     init_params: Callable[[jax.Array], Any]
@@ -86,6 +88,7 @@ class Task:
     roles: Any = None
     plan: Any = None
     reference_loss: float | None = None
+    eval_loss_fn: LossFn | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -229,7 +232,7 @@ def fit(
             state_sharding,
             batch_sharding(mesh),
         )
-        eval_step = make_eval_step(task.loss_fn, compute_dtype)
+        eval_step = make_eval_step(task.eval_loss_fn or task.loss_fn, compute_dtype)
         first = start or 0
         run = _Run(task, config, mesh, ckpt, writer, eval_step, run_config, stop)
         state, last, eval_loss, status = run.train(state, step_fn, first)

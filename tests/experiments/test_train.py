@@ -1,0 +1,157 @@
+"""experiments.train end to end: outputs, SIGKILL + restart == uninterrupted, clear CLI errors.
+
+Every run is a subprocess of ``python -m experiments.train`` with the tiny config.
+"""
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+from paramlab.data import load_corpus, unigram_entropy
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+TINY = "experiments/configs/tiny.py"
+# a longer tiny run with frequent checkpoints, so a kill lands mid-training
+RESUMABLE = ["--config.train.steps=120", "--config.checkpoint.every=10", "--config.eval.every=40"]
+TIMING_KEYS = {"step_time_s", "tokens_per_s"}
+
+
+def _command(workdir, *overrides, config=TINY):
+    return [
+        sys.executable,
+        "-m",
+        "experiments.train",
+        f"--config={config}",
+        f"--workdir={workdir}",
+        *overrides,
+    ]
+
+
+def _env():
+    env = dict(os.environ)
+    env.pop("XLA_FLAGS", None)  # one CPU device, as a user's run
+    env["JAX_PLATFORMS"] = "cpu"
+    return env
+
+
+def _start(workdir, *overrides):
+    return subprocess.Popen(
+        _command(workdir, *overrides),
+        cwd=ROOT,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _run(workdir, *overrides, config=TINY):
+    return subprocess.run(
+        _command(workdir, *overrides, config=config),
+        cwd=ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def _records(workdir):
+    lines = (pathlib.Path(workdir) / "metrics.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(line).items() if k not in TIMING_KEYS} for line in lines]
+
+
+def _wait_for_checkpoint(workdir, proc, timeout=120):
+    ckpt = pathlib.Path(workdir) / "checkpoints"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        if ckpt.is_dir() and any(p.name.isdigit() for p in ckpt.iterdir()):
+            return
+        time.sleep(0.01)
+    raise AssertionError(
+        f"no checkpoint appeared (returncode {proc.poll()}): {proc.communicate()[1][-2000:]}"
+    )
+
+
+def test_sigkill_then_restart_equals_uninterrupted_run(tmp_path):
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    reference = _start(straight, *RESUMABLE)
+    victim = _start(killed, *RESUMABLE)
+    _wait_for_checkpoint(killed, victim)
+    victim.send_signal(signal.SIGKILL)
+    victim.communicate()
+    assert victim.returncode == -signal.SIGKILL
+    out, err = reference.communicate(timeout=300)
+    assert reference.returncode == 0, err[-2000:]
+    partial = max(r["step"] for r in _records(killed))
+    assert partial < 120, "the killed run finished before the kill; the test did not interrupt it"
+
+    resumed = _run(killed, *RESUMABLE)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming from checkpoint" in resumed.stdout
+    assert _records(killed) == _records(straight)
+
+    # the uninterrupted run's report: outputs exist, learning happened
+    for name in ("checkpoints", "metrics.jsonl", "loss.png"):
+        assert str(straight / name) in out
+    assert (straight / "loss.png").read_bytes()[:4] == b"\x89PNG"
+    evals = [r["eval_loss"] for r in _records(straight) if "eval_loss" in r]
+    entropy = unigram_entropy(load_corpus(max_bytes=65_536).eval)
+    assert f"unigram entropy {entropy:.4f} nats/byte" in out
+    assert f"final validation loss {evals[-1]:.4f}" in out
+    assert evals[-1] < entropy
+
+    # the same workdir with another model: a clear error naming the checkpoint, nothing overwritten
+    before = sorted(p.name for p in (straight / "checkpoints").iterdir())
+    other = _run(straight, *RESUMABLE, "--config.model.n_layers=3")
+    assert other.returncode == 1
+    assert "checkpoints/120 was written by a different config" in other.stderr
+    assert "model.n_layers: 2 -> 3" in other.stderr and "Traceback" not in other.stderr
+    assert sorted(p.name for p in (straight / "checkpoints").iterdir()) == before
+
+    # a corrupt newest checkpoint: an error naming it, never a silent restart
+    for f in (killed / "checkpoints" / "120" / "state").rglob("*"):
+        if f.is_file():
+            f.write_bytes(b"\0garbage")
+    corrupt = _run(killed, *RESUMABLE)
+    assert corrupt.returncode == 1 and "checkpoints/120 is unreadable" in corrupt.stderr
+    assert "Traceback" not in corrupt.stderr
+
+
+BAD_COMMAND_LINES = [
+    (["--config.model.no_such_key=1"], "unknown config key 'no_such_key'"),
+    (["--config.train.steps=abc"], "--config.train.steps=abc"),
+    (["--config.model.norm=batch"], "config.model: norm must be one of"),
+    (["--config.optimizer.name=rmsprop"], "config.optimizer: name must be one of"),
+    (["--config.parametrization.name=xp"], "config.parametrization"),
+    (["--config.parametrization.base_d_model=12"], "base_d_model=12"),
+    (["--config.data.path=/no/such/corpus"], "config.data: data path '/no/such/corpus' does not exist"),
+    (["--config.train.microbatches=3"], "train.microbatches=3"),
+    (["--no_such_flag=1"], "no_such_flag"),
+    (["positional"], "unexpected arguments"),
+]
+
+
+def test_bad_command_lines_are_one_line_errors_with_exit_2(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    cases = [(_command(tmp_path / "w", *overrides), expected) for overrides, expected in BAD_COMMAND_LINES]
+    cases.append((_command(blocker / "sub"), "is not writable"))
+    cases.append((_command(tmp_path / "w", config="experiments/configs/nope.py"), "does not exist"))
+    cases.append(([sys.executable, "-m", "experiments.train", f"--config={TINY}"], "--workdir is required"))
+    procs = [
+        (subprocess.Popen(cmd, cwd=ROOT, env=_env(), stderr=subprocess.PIPE, text=True), cmd, expected)
+        for cmd, expected in cases
+    ]
+    for proc, cmd, expected in procs:
+        stderr = proc.communicate(timeout=120)[1]
+        lines = stderr.strip().splitlines()
+        assert proc.returncode == 2, (cmd, stderr[-2000:])
+        assert len(lines) == 1 and "Traceback" not in stderr, (cmd, stderr)
+        assert expected in lines[0], (cmd, lines[0])
+        assert lines[0].startswith("experiments.train: error: ")
+    assert not (tmp_path / "w" / "checkpoints").exists()
