@@ -7,4 +7,22 @@ from paramlab.diagnostics.alignment import (
     layer_alignment,
     make_alignment_fn,
 )
+from paramlab.diagnostics.coord_check import (
+    CoordCheckSetup,
+    coord_check,
+    coord_check_summary,
+    intermediates_by_module,
+    linen_forward,
+    linen_plan_setup,
+    loglog_slope,
+)
+from paramlab.diagnostics.grad_scale import (
+    EpsilonUnderflowWarning,
+    check_epsilon_underflow,
+    epsilon_underflow,
+    grad_rms,
+    grad_scale_exponents,
+    measure_grad_rms,
+)
+from paramlab.diagnostics.plots import plot_coord_check
 from paramlab.diagnostics.sensitivity import lr_sensitivity, lr_sensitivity_table
