@@ -17,17 +17,23 @@ def plot_coord_check(
     *,
     title: str = "",
     modules: Sequence[str] | None = None,
+    output_name: str = "output",
+    min_octaves: float = 4.0,
 ) -> None:
     """Save the coordinate check as a PNG: ``l1`` against width, log-log (base 2), one line per module.
 
     The layout of ``microsoft/mup``'s ``plot_coord_data``: one panel per step ``t`` (columns), and
-    one row per (parametrization, optimizer) found in ``records``. A flat line is width-independent.
+    one row per (parametrization, optimizer) found in ``records``, the y-axis shared along a row. A
+    flat line is width-independent; zero values (a zero-initialised readout at step 1) are not drawn.
 
     Args:
       records: :func:`paramlab.diagnostics.coord_check` records.
       path: the PNG file to write.
       title: the figure's title.
       modules: plot only these modules (default: all, in sorted order).
+      output_name: the model's own output, drawn dashed in black.
+      min_octaves: every row's y-axis (shared across its steps) spans at least this many powers of
+        2, so that a curve flat within a few percent also looks flat.
     """
     from matplotlib import colormaps
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -50,20 +56,24 @@ def plot_coord_check(
     FigureCanvasAgg(fig)
     axes = fig.subplots(len(rows), len(steps), squeeze=False, sharex=True)
     for i, (name, opt) in enumerate(rows):
+        row = [r for r in records if (r["parametrization"], r["optimizer"]) == (name, opt) and r["l1"] > 0]
         for j, step in enumerate(steps):
             ax = axes[i][j]
             for k, module in enumerate(names):
                 points = sorted(
-                    (r["width"], r["l1"])
-                    for r in records
-                    if (r["parametrization"], r["optimizer"], r["step"], r["module"])
-                    == (name, opt, step, module)
-                    and r["l1"] > 0
+                    (r["width"], r["l1"]) for r in row if (r["step"], r["module"]) == (step, module)
                 )
                 if points:
-                    ax.plot(*zip(*points), marker="o", markersize=3, color=palette[k], label=module)
+                    style = (
+                        dict(color="black", linestyle="--")
+                        if module == output_name
+                        else dict(color=palette[k])
+                    )
+                    ax.plot(*zip(*points), marker="o", markersize=3, label=module, **style)
             ax.set_xscale("log", base=2)
             ax.set_yscale("log", base=2)
+            if row:
+                ax.set_ylim(*_log_limits([r["l1"] for r in row], min_octaves))
             ax.set_title(f"{name} / {opt}, t={step}" if name or opt else f"t={step}")
             ax.set_xlabel("width")
             if j == 0:
@@ -71,8 +81,15 @@ def plot_coord_check(
             ax.grid(True, which="both", alpha=0.3)
         handles, labels = axes[i][-1].get_legend_handles_labels()
         if handles:
-            axes[i][-1].legend(handles, labels, fontsize=6, loc="center left", bbox_to_anchor=(1.02, 0.5))
+            axes[i][-1].legend(handles, labels, fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
     if title:
         fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(os.fspath(path), dpi=100)
+
+
+def _log_limits(values: Sequence[float], min_octaves: float) -> tuple[float, float]:
+    """y-limits covering ``values`` (all > 0) and at least ``min_octaves`` powers of 2, centred in log."""
+    lo, hi = np.log2(min(values)), np.log2(max(values))
+    pad = max(0.1 * (hi - lo), 0.5 * (min_octaves - (hi - lo)), 0.0)
+    return float(2 ** (lo - pad)), float(2 ** (hi + pad))
