@@ -2,4 +2,4 @@
 
 __version__ = "0.1.0"
 
-from paramlab import nn, optim  # noqa: E402,F401
+from paramlab import nn, optim, parametrization  # noqa: E402,F401

@@ -1,5 +1,6 @@
 """paramlab.nn: layer metadata (fan axes) and Flax Linen / NNX adapters."""
 
+from paramlab.nn import linen, nnx
 from paramlab.nn.metadata import (
     FanAxes,
     FanAxesBox,
