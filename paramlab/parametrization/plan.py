@@ -42,7 +42,8 @@ parameter, is a ``ValueError``.
 model grows (the baseline muP fixes; Everett et al.'s global-LR runs retune this one LR at every
 width instead); a number ``c`` scales it by ``mu_max^-c`` with ``mu_max`` the largest fan multiplier
 of the model; ``"stable"`` takes the smallest per-layer factor ``min_l f_c`` (single width:
-``c = max_l c_l``), the largest single LR under which no layer's update outgrows ``Theta(1)``.
+``c = max_l c_l``; fixed parameters, factor 1, count too), the largest single LR under which no
+layer's update outgrows ``Theta(1)``.
 
 **Tied embeddings**: the shared table stays an embedding (its init, multiplier and LR follow the
 embedding rule, as ``mup`` does); the readout's scale is restored in the forward pass by
@@ -531,7 +532,8 @@ class Plan:
         """``fn(path, leaf)`` over a tree whose paths must be exactly the specs' (``None`` leaves kept)."""
         leaves, treedef = jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda x: x is None)
         paths = [path_str(p) for p, _ in leaves]
-        missing = [p for p in self.specs if p not in set(paths)]
+        present = set(paths)
+        missing = [p for p in self.specs if p not in present]
         extra = [p for p in paths if p not in self.specs]
         if missing or extra:
             raise ValueError(
@@ -613,12 +615,11 @@ def _compute_scales(specs: dict[str, ParamSpec], p: Parametrization) -> dict[str
         ex = exps[s.role]
         const = {field: _constant(getattr(p, field), s, patterns[field]) for field in CONSTANT_FIELDS}
         mu_in, mu_out = s.fan_in_mult, s.fan_out_mult
-        zero = p.readout_zero_init and s.role == "readout"
-        init = (
-            0.0
-            if zero
-            else const["init_scales"] * Exponent(-0.5, 0.0).factor(mu_in, 1.0) * ex.init.factor(mu_in, mu_out)
-        )
+        # the own init's std is ~ mu_in^(-1/2): undo it, then apply the parametrization's n^(-b)
+        own_init_correction = math.sqrt(mu_in)
+        init = const["init_scales"] * own_init_correction * ex.init.factor(mu_in, mu_out)
+        if p.readout_zero_init and s.role == "readout":
+            init = 0.0
         coupled = p.weight_decay_mode == "lr_coupled"
         scales[path] = ParamScales(
             multiplier=const["multipliers"] * ex.multiplier.factor(mu_in, mu_out),
