@@ -108,3 +108,19 @@ def test_transformer_plan_in_a_jitted_step():
         losses.append(float(value))
     assert losses[0] == pytest.approx(np.log(32), rel=1e-3)  # zero readout: uniform logits
     assert losses[-1] < losses[0]
+
+
+def test_tied_embeddings_keep_the_embedding_rule():
+    cfg = TransformerConfig(
+        vocab_size=32, d_model=16, n_heads=2, d_head=8, d_ff=32, n_layers=1, tied_embeddings=True
+    )
+    make = lambda w: Transformer(dataclasses.replace(cfg, d_model=w, d_ff=2 * w))
+    tokens = jax.ShapeDtypeStruct((1, 8), jnp.int32)
+    for name, expected in [("mup", 0.25), ("mup_table8", 0.25), ("sp", 0.5)]:
+        plan = make_plan(make, Parametrization(name, "adam"), base=16, delta=32, target=64, inputs=(tokens,))
+        assert "readout/kernel" not in plan.specs and plan.specs["embed/embedding"].role == "embedding"
+        assert plan.tied_readout_multiplier("embed/embedding") == pytest.approx(expected)
+        base_plan = make_plan(
+            make, Parametrization(name, "adam"), base=16, delta=32, target=16, inputs=(tokens,)
+        )
+        assert base_plan.tied_readout_multiplier("embed/embedding") == 1.0
