@@ -2,6 +2,12 @@
 
 from paramlab.optim.adam_atan2 import ScaleByAdamAtan2State, adam_atan2, scale_by_adam_atan2
 from paramlab.optim.atan import atan2_nonneg
+from paramlab.optim.factored import (
+    ScaleByFactoredMomentsState,
+    adafactor,
+    relative_step_size,
+    scale_by_factored_moments,
+)
 from paramlab.optim.scaling import (
     ScaleByAdamPerParamEpsState,
     adam_per_param_eps,

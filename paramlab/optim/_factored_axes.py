@@ -1,0 +1,148 @@
+"""Which axes the factored second moment of each parameter reduces over.
+
+A factored estimate (Shazeer & Stern, 2018) keeps two statistics per parameter: ``R`` indexed by the
+*row* axis group (mean of ``g^2`` over the column group) and ``C`` indexed by the *column* group (mean
+over the row group). Every other axis is a batch axis that both statistics keep. Two rules choose the
+groups:
+
+* **Declared fan axes** (:class:`paramlab.nn.FanAxes`): rows = ``fan_in``, columns = ``fan_out``. A
+  ``(d_model, heads, head_dim)`` query kernel with ``fan_in=(0,)``, ``fan_out=(1, 2)`` stores
+  ``d_model + heads * head_dim`` numbers; a ``(heads, head_dim, d_model)`` output kernel with
+  ``fan_in=(0, 1)``, ``fan_out=(2,)`` likewise. Factored when both groups are non-empty and each holds
+  at least ``min_dim_size_to_factor`` elements.
+* **Undeclared** (``None``): optax's rule (``optax.scale_by_factored_rms``): the second-largest axis
+  is the row group and the largest the column group, factored when the second-largest has at least
+  ``min_dim_size_to_factor`` elements. A ``(512, 8, 64)`` kernel is then not factored (64 < 128).
+
+Parameters that are not factored (vectors, norm gains, biases, small matrices) keep a full moment.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+import optax
+
+from paramlab.nn.metadata import FanAxes
+
+__all__ = ["FactoredAxes", "is_absent", "leaf_factoring"]
+
+
+class FactoredAxes(NamedTuple):
+    """The two axis groups of a factored parameter (non-negative, sorted); other axes are batch axes.
+
+    Attributes:
+      rows: axes indexing the row statistic ``R`` (its mean runs over ``cols``).
+      cols: axes indexing the column statistic ``C`` (its mean runs over ``rows``).
+    """
+
+    rows: tuple[int, ...]
+    cols: tuple[int, ...]
+
+    def rows_in_r(self) -> tuple[int, ...]:
+        """Positions of the row axes inside ``R`` (the parameter's shape with ``cols`` removed)."""
+        return tuple(a - sum(c < a for c in self.cols) for a in self.rows)
+
+
+def is_absent(x: Any) -> bool:
+    """``None`` and the ``optax.MaskedNode`` that ``optax.masked`` / ``optax.partition`` leave."""
+    return x is None or isinstance(x, optax.MaskedNode)
+
+
+def optax_rule(shape: tuple[int, ...], min_dim_size_to_factor: int) -> FactoredAxes | None:
+    """optax's rule: rows = the second-largest axis, cols = the largest, if the former is large enough."""
+    if len(shape) < 2:
+        return None
+    sorted_dims = np.argsort(shape)  # the same call as optax, so ties resolve identically
+    if shape[sorted_dims[-2]] < min_dim_size_to_factor:
+        return None
+    return FactoredAxes((int(sorted_dims[-2]),), (int(sorted_dims[-1]),))
+
+
+def fan_rule(
+    shape: tuple[int, ...], fan: FanAxes, min_dim_size_to_factor: int, path: str
+) -> FactoredAxes | None:
+    """Rows = fan-in axes, cols = fan-out axes, if both groups hold ``>= min_dim_size_to_factor``."""
+    fan = fan.validate(shape, path)  # ValueError naming the path for an axis out of range
+    if not fan.fan_in or not fan.fan_out:
+        return None
+    sizes = [math.prod(shape[a] for a in group) for group in (fan.fan_in, fan.fan_out)]
+    if min(sizes) < min_dim_size_to_factor:
+        return None
+    return FactoredAxes(tuple(sorted(fan.fan_in)), tuple(sorted(fan.fan_out)))
+
+
+def static_min_dim(value: Any) -> int:
+    """``min_dim_size_to_factor`` as a Python int (it decides state shapes, so it must be concrete)."""
+    if isinstance(value, jax.core.Tracer):
+        raise ValueError(
+            "min_dim_size_to_factor decides the state's shapes and cannot be traced: list it in "
+            "optax.inject_hyperparams(..., static_args=('min_dim_size_to_factor',))."
+        )
+    try:
+        size = operator.index(value) if not isinstance(value, (np.ndarray, jax.Array)) else int(value)
+    except TypeError as e:
+        raise ValueError(f"min_dim_size_to_factor must be an integer, got {value!r}.") from e
+    if size < 0:
+        raise ValueError(f"min_dim_size_to_factor must be >= 0, got {value!r}.")
+    return size
+
+
+def _declared_fan_axes(tree: Any, fan_axes: Any) -> list[FanAxes | None]:
+    """The declared :class:`FanAxes` (or ``None``) of every leaf of ``tree``, matched by path.
+
+    Entries under leaves hidden by ``optax.masked`` / ``optax.partition`` (``optax.MaskedNode``) are
+    ignored, so a ``fan_axes`` tree written for the full parameters works inside those wrappers.
+    """
+    flat = jax.tree_util.tree_flatten_with_path(tree, is_leaf=is_absent)[0]
+    hidden = [path for path, leaf in flat if isinstance(leaf, optax.MaskedNode)]
+    declared = {}
+    for path, entry in jax.tree_util.tree_flatten_with_path(
+        fan_axes, is_leaf=lambda x: x is None or isinstance(x, FanAxes)
+    )[0]:
+        if any(path[: len(h)] == h for h in hidden):
+            continue
+        if entry is not None and not isinstance(entry, FanAxes):
+            raise ValueError(
+                f"fan_axes{jax.tree_util.keystr(path)} must be a paramlab.nn.FanAxes or None, got {entry!r}."
+            )
+        declared[jax.tree_util.keystr(path)] = entry
+    wanted = [jax.tree_util.keystr(path) for path, leaf in flat if not isinstance(leaf, optax.MaskedNode)]
+    missing = sorted(set(wanted) - set(declared))
+    extra = sorted(set(declared) - set(wanted))
+    if missing or extra:
+        raise ValueError(
+            f"fan_axes does not match the parameters: no entry for {missing[:5]}, entries for unknown "
+            f"parameters {extra[:5]}."
+        )
+    return [
+        None if isinstance(leaf, optax.MaskedNode) else declared[jax.tree_util.keystr(path)]
+        for path, leaf in flat
+    ]
+
+
+def leaf_factoring(
+    tree: Any, fan_axes: Any | None, factored: bool, min_dim_size_to_factor: int
+) -> list[FactoredAxes | None]:
+    """The factoring of every leaf of ``tree`` (flattened with absent leaves as leaves), ``None`` = full.
+
+    Raises:
+      ValueError: naming the path of a fan axis out of range, or of a ``fan_axes`` tree that does not
+        match ``tree``.
+    """
+    flat = jax.tree_util.tree_flatten_with_path(tree, is_leaf=is_absent)[0]
+    declared = [None] * len(flat) if fan_axes is None else _declared_fan_axes(tree, fan_axes)
+    out = []
+    for (path, leaf), fan in zip(flat, declared):
+        if is_absent(leaf):
+            axes = None
+        elif fan is None:
+            axes = optax_rule(tuple(leaf.shape), min_dim_size_to_factor)
+        else:
+            axes = fan_rule(tuple(leaf.shape), fan, min_dim_size_to_factor, jax.tree_util.keystr(path))
+        out.append(axes if factored else None)
+    return out
