@@ -16,6 +16,7 @@ import optax
 import pytest
 
 from paramlab import optim
+from paramlab.optim.factored import adafactor, scale_by_factored_moments
 
 
 def _per_leaf(params: Any, matrix: float, other: float) -> Any:
@@ -58,6 +59,15 @@ CASES = [
         0.05,
     ),
     Case("per_param_chain", _per_param_chain, 0.1),
+    # min_dim_size_to_factor=2: the tiny matrices here are factored, not kept in full.
+    Case("adafactor", lambda lr, params: adafactor(lr, min_dim_size_to_factor=2), 1.0),
+    Case(
+        "factored_moments",
+        lambda lr, params: optax.chain(
+            scale_by_factored_moments(min_dim_size_to_factor=2), optax.scale_by_learning_rate(lr)
+        ),
+        0.3,
+    ),
 ]
 IDS = [case.name for case in CASES]
 
