@@ -108,6 +108,7 @@ class Checkpointer:
         *,
         config: Mapping | None = None,
         resume_mutable: Iterable[str] = (),
+        plan: Any = None,
     ) -> Restored:
         """Restore the checkpoint at ``step`` onto ``abstract_state``'s shapes, dtypes and shardings.
 
@@ -118,10 +119,12 @@ class Checkpointer:
           config: the current run's config; when given, it must equal the saved one except under the
             dotted key prefixes in ``resume_mutable``.
           resume_mutable: config key prefixes allowed to differ (e.g. ``"logging"``).
+          plan: the current parametrization plan (JSON); when given, it must equal the saved one (the
+            same config can give another plan if the parametrization code changed).
 
         Raises:
           CheckpointError: naming the checkpoint directory, when it is unreadable, was written by a
-            different config, or holds arrays of other shapes or dtypes.
+            different config or plan, or holds arrays of other shapes or dtypes.
         """
         where = self.step_directory(step)
         try:
@@ -154,6 +157,12 @@ class Checkpointer:
             )
         except Exception as e:
             raise CheckpointError(f"checkpoint {where} is unreadable ({type(e).__name__}: {e}).") from e
+        if plan is not None:
+            diffs = config_differences(_as_mapping(restored.plan), _as_mapping(_json_roundtrip(plan, "plan")))
+            if diffs:
+                raise CheckpointError(
+                    f"checkpoint {where} holds a different parametrization plan ({'; '.join(diffs[:4])})."
+                )
         state = TrainState(*restored.state) if not isinstance(restored.state, TrainState) else restored.state
         return Restored(state=state, data_state=restored.data, config=saved_config, plan=restored.plan)
 
@@ -185,6 +194,15 @@ def config_differences(saved: Mapping, current: Mapping, mutable: Iterable[str] 
         if a != b:
             diffs.append(f"{key}: {a!r} -> {b!r}")
     return diffs
+
+
+def _as_mapping(tree: Any) -> Any:
+    """Lists become ``{"0": ..., "1": ...}`` mappings (recursively), so differences name an index."""
+    if isinstance(tree, Mapping):
+        return {k: _as_mapping(v) for k, v in tree.items()}
+    if isinstance(tree, list):
+        return {str(i): _as_mapping(v) for i, v in enumerate(tree)}
+    return tree
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:

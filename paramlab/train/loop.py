@@ -37,7 +37,7 @@ import numpy as np
 import optax
 
 from paramlab.train import metrics as metrics_lib
-from paramlab.train.checkpoint import Checkpointer
+from paramlab.train.checkpoint import Checkpointer, CheckpointError
 from paramlab.train.sharding import batch_sharding, make_mesh, shard_batch, tree_shardings
 from paramlab.train.state import TrainingDiverged, TrainState, create_train_state
 from paramlab.train.step import LossFn, evaluate, jit_train_step, make_eval_step, make_train_step
@@ -215,9 +215,17 @@ def fit(
             state = jax.jit(init_state, out_shardings=state_sharding)(rng)
             log(f"starting from scratch (no checkpoint in {paths['checkpoint_dir']})")
         else:
-            restored = ckpt.restore(start, abstract, config=run_config, resume_mutable=resume_mutable)
+            restored = ckpt.restore(
+                start, abstract, config=run_config, resume_mutable=resume_mutable, plan=task.plan
+            )
             state = restored.state
-            task.train_batches.set_state(restored.data_state)
+            try:
+                task.train_batches.set_state(restored.data_state)
+            except (ValueError, TypeError, KeyError) as e:
+                raise CheckpointError(
+                    f"checkpoint {ckpt.step_directory(start)}: its data-iterator state does not fit the "
+                    f"current data pipeline ({e})"
+                ) from e
             log(f"resuming from checkpoint {ckpt.step_directory(start)} (step {start})")
         writer = metrics_lib.MetricsWriter(paths["metrics_path"], resume_step=start)
         step_fn = jit_train_step(

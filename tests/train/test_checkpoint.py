@@ -121,3 +121,17 @@ def test_config_differences_and_json_errors(tmp_path):
         state = create_train_state({"w": jnp.ones(2)}, optax.sgd(0.1))
         ckpt.save(state, data_state=None, config={"f": object()})
     assert json.loads(json.dumps(CONFIG)) == CONFIG
+
+
+def test_different_plan_is_an_error(toy, tmp_path):
+    state = _trained_state(toy)
+    plan = {"version": 1, "specs": [{"path": "a", "lr": 1.0}, {"path": "b", "lr": 0.5}]}
+    with Checkpointer(tmp_path / "ckpt") as ckpt:
+        ckpt.save(state, data_state=None, config=CONFIG, plan=plan)
+        ckpt.wait()
+        assert ckpt.restore(3, _abstract(state), plan=plan).plan == plan
+        other = {"version": 1, "specs": [{"path": "a", "lr": 1.0}, {"path": "b", "lr": 0.25}]}
+        with pytest.raises(
+            CheckpointError, match=r"ckpt/3 holds a different parametrization plan \(specs.1.lr"
+        ):
+            ckpt.restore(3, _abstract(state), plan=other)
