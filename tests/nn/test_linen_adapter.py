@@ -34,9 +34,8 @@ def test_base_width_is_exactly_the_base_model(name, family):
     parametrization = Parametrization(name, family, eps_mode="per_layer", weight_decay_mode="independent")
     plan = make_plan(make_mlp, parametrization, base=16, delta=32, target=16, inputs=(X,))
     model = make_mlp(16)
-    rng = jax.random.key(0)
-    reference = meta.unbox(jax.jit(model.init)(rng, X))
-    variables = linen_adapter.init(plan, model, rng, X)
+    reference = meta.unbox(model.init(jax.random.key(0), X))
+    variables = plan.rescale_init(reference)
     jax.tree.map(np.testing.assert_array_equal, variables, reference)  # init
     out = plan.wrap_apply(model.apply)(variables, X)
     np.testing.assert_array_equal(out, model.apply(reference, X))  # forward
@@ -50,12 +49,26 @@ def test_base_width_is_exactly_the_base_model(name, family):
     jax.tree.map(np.testing.assert_array_equal, updates, ref_updates)  # first update
 
 
+def test_adapter_init_is_the_rescaled_model_init():
+    rng = jax.random.key(0)
+    for target in (16, 64):
+        plan = make_plan(
+            make_mlp, Parametrization("mup", "adam"), base=16, delta=32, target=target, inputs=(X,)
+        )
+        model = make_mlp(target)
+        variables = linen_adapter.init(plan, model, rng, X)
+        expected = plan.rescale_init(meta.unbox(jax.jit(model.init)(rng, X)))
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), variables, expected)
+        boxed = linen_adapter.init(plan, model, rng, X, unbox=False)
+        assert type(boxed["params"]["dense_0"]["kernel"]).__name__ == "FanAxesBox"
+
+
 @pytest.mark.parametrize("name", ["sp", "mup", "mup_table8", "ntk"])
 def test_init_std_follows_the_parametrization(name):
     # REFERENCE section 1: init_std_l = sigma_l * (n / n0)^(-b_l), sigma_l the base width's std.
     n0, n = 32, 512
     plan = make_plan(make_mlp, Parametrization(name, "adam"), base=n0, delta=2 * n0, target=n, inputs=(X,))
-    params = linen_adapter.init(plan, make_mlp(n), jax.random.key(0), X)["params"]
+    params = plan.rescale_init(meta.unbox(make_mlp(n).init(jax.random.key(0), X)["params"]))
     b = {role: ab[1] for role, ab in abc(name).items()}
     base_std = {"dense_0": 6**-0.5, "dense_1": n0**-0.5, "readout": n0**-0.5}  # lecun at the base width
     roles = {"dense_0": "embedding", "dense_1": "hidden", "readout": "readout"}
@@ -103,7 +116,7 @@ def test_transformer_plan_in_a_jitted_step():
         return optax.apply_updates(params, updates), state, value
 
     losses = []
-    for _ in range(5):
+    for _ in range(3):
         params, state, value = step(params, state)
         losses.append(float(value))
     assert losses[0] == pytest.approx(np.log(32), rel=1e-3)  # zero readout: uniform logits
