@@ -35,11 +35,6 @@ from paramlab.train.loop import LoopConfig, Task, fit
 from paramlab.train.schedules import make_schedule
 from paramlab.train.state import TrainingDiverged
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Experiment config file (experiments/configs/*.py)."
-)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Output directory: checkpoints, metrics.jsonl, loss.png.")
-
 EXIT_FAILED, EXIT_USAGE, EXIT_PREEMPTED = 1, 2, 143
 
 # Config keys a resumed run may change (cadences and devices); any other difference from the
@@ -281,12 +276,31 @@ class _section:
         return False
 
 
-def main(argv: list[str]) -> None:
+def define_flags() -> tuple[Any, Any]:
+    """Define ``--config`` (with ``--config.<key>`` overrides) and ``--workdir``; returns their holders.
+
+    Called by :func:`run` only, so importing this module (e.g. for :func:`build`) defines no flags.
+    """
+    config = config_flags.DEFINE_config_file(
+        "config", None, "Experiment config file (experiments/configs/*.py)."
+    )
+    workdir = flags.DEFINE_string("workdir", None, "Output directory: checkpoints, metrics.jsonl, loss.png.")
+    return config, workdir
+
+
+def run() -> None:
+    """The command line entry point (exits with the codes in the module docstring)."""
+    config_flag, workdir_flag = define_flags()
+    app.run(lambda argv: main(argv, config_flag, workdir_flag), flags_parser=_parse_flags)
+
+
+def main(argv: list[str], config_flag: Any, workdir_flag: Any) -> None:
+    """Train the experiment ``--config`` describes in ``--workdir``, printing where its outputs are."""
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
     if len(argv) > 1:
         _fail(f"unexpected arguments {argv[1:]}; every option is a --flag", EXIT_USAGE)
-    config = _load_config()
-    workdir = _check_workdir(_WORKDIR.value)
+    config = _load_config(config_flag)
+    workdir = _check_workdir(workdir_flag.value)
     try:
         experiment = build(config)
     except ValueError as e:
@@ -316,10 +330,10 @@ def main(argv: list[str]) -> None:
         )
 
 
-def _load_config():
+def _load_config(config_flag: Any) -> ml_collections.ConfigDict:
     """The parsed config, or a one-line error naming the file or key (exit 2)."""
     try:
-        config = _CONFIG.value
+        config = config_flag.value
         if config is None:
             raise ValueError("--config is required, e.g. --config=experiments/configs/demo.py")
         config.to_dict()
@@ -372,4 +386,4 @@ def _fail(message: str, code: int):
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=_parse_flags)
+    run()
