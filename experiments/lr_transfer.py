@@ -18,6 +18,10 @@ Writes to ``--out``:
   (seed-mean loss), how many grid steps it moves across widths, and the LR sensitivity
   (Wortsman et al.) of each curve. The table is printed too.
 
+With ``--log_alignment`` each record also holds ``alignment/<alpha|omega|u>/<layer>``: the run's
+alignment exponents after the last step relative to its initialization, measured on two held-out
+sequences (:func:`paramlab.diagnostics.alignment_probe`).
+
 Parametrizations: ``sp`` is standard parametrization with one global learning rate (the baseline);
 ``sp_perlayer``, ``ntk``, ``mup`` and ``mfp`` use their per-layer learning-rate exponents for
 ``--optimizer`` and ``--alignment`` (Everett et al. 2024, Table B of paramlab's REFERENCE), relative
@@ -72,6 +76,11 @@ _EVAL_BATCHES = flags.DEFINE_integer("eval_batches", 4, "Held-out batches for fi
 _CORPUS_BYTES = flags.DEFINE_integer("corpus_bytes", 2_000_000, "Bytes of the embedded corpus to read.")
 _DATA_PATH = flags.DEFINE_string("data", "", "A text file or directory instead of the embedded corpus.")
 _STEPS_PER_CALL = flags.DEFINE_integer("steps_per_call", 25, "Steps per compiled call (lax.scan).")
+_ALIGNMENT_PROBE = flags.DEFINE_bool(
+    "log_alignment",
+    False,
+    "Add each run's final alignment exponents (alpha, omega, u per layer) to the records.",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,6 +108,7 @@ class Args:
     corpus_bytes: int
     data: str
     steps_per_call: int
+    log_alignment: bool = False
 
 
 def log_grid(low: float, high: float, factor: float) -> tuple[float, ...]:
@@ -186,6 +196,7 @@ def parse_args() -> Args:
         corpus_bytes=_CORPUS_BYTES.value,
         data=_DATA_PATH.value,
         steps_per_call=_STEPS_PER_CALL.value,
+        log_alignment=_ALIGNMENT_PROBE.value,
     )
 
 
@@ -196,6 +207,7 @@ class Setting:
     init_params: Callable[[Any], Any]
     loss_fn: Callable[[Any, Any], Any]
     optimizer_fn: Callable[..., Any]
+    apply_fn: Callable[..., Any]  # (params, tokens) -> logits, with the plan's multipliers
 
 
 # --optimizer -> (paramlab base optimizer, its LR-exponent family)
@@ -270,12 +282,13 @@ def build_setting(args: Args, parametrization: str, width: int) -> Setting:
             kwargs.pop("eps")
         return optax.chain(plan.optimizer(base, learning_rate, **kwargs), optax.scale_by_schedule(relative))
 
-    return Setting(init_params, loss_fn, optimizer_fn)
+    return Setting(init_params, loss_fn, optimizer_fn, lambda params, x: apply({"params": params}, x))
 
 
 def run(args: Args, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
     """Every sweep of the experiment; writes the outputs to ``args.out`` and returns the records."""
     from paramlab.data import BatchIterator, eval_batches, load_corpus
+    from paramlab.diagnostics import alignment_probe
     from paramlab.sweep import product_members, run_sweep, save_records
 
     os.makedirs(args.out, exist_ok=True)
@@ -298,6 +311,9 @@ def run(args: Args, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
                 args.steps,
                 eval_batches=lambda: held_out,
                 steps_per_call=min(args.steps_per_call, args.steps),
+                probe_fn=alignment_probe(setting.apply_fn, held_out[0]["inputs"][:2])
+                if args.log_alignment
+                else None,
             )
             for r in result.records:
                 records.append(
@@ -317,6 +333,7 @@ def run(args: Args, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
                         "steps": r["steps"],
                         "eps": args.eps,
                         "per_layer_eps": args.per_layer_eps,
+                        **{k: v for k, v in r.items() if k.startswith("alignment/")},
                     }
                 )
             done = [r for r in result.records if not r["diverged"]]
