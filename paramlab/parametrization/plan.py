@@ -67,8 +67,10 @@ import jax
 import optax
 from flax.core import FrozenDict
 
+from paramlab.nn.metadata import FanAxes
 from paramlab.optim._checks import check_in_unit_interval, check_non_negative
 from paramlab.optim.adam_atan2 import scale_by_adam_atan2
+from paramlab.optim.factored import scale_by_factored_moments
 from paramlab.optim.scaling import (
     add_decayed_weights_per_param,
     decay_weights_independent_of_lr,
@@ -316,6 +318,10 @@ class Plan:
         values = self.values(field)
         return self._map(like, lambda path, leaf: None if leaf is None else values[path])
 
+    def fan_axes(self, like: Any) -> Any:
+        """A tree of :class:`~paramlab.nn.FanAxes` shaped like ``like`` (from the specs)."""
+        return self._map(like, lambda path, leaf: FanAxes(self.specs[path].fan_in, self.specs[path].fan_out))
+
     def roles(self, like: Any) -> Any:
         """A tree of role names shaped like ``like`` (for per-role metrics)."""
         return self._map(like, lambda path, leaf: self.specs[path].role)
@@ -383,8 +389,8 @@ class Plan:
         base: str,
         learning_rate: optax.ScalarOrSchedule,
         *,
-        b1: float = 0.9,
-        b2: float = 0.999,
+        b1: float | None = None,
+        b2: float | None = None,
         eps: float = 1e-8,
         eps_root: float = 0.0,
         momentum: float = 0.0,
@@ -399,13 +405,33 @@ class Plan:
         learning rate for ``"lr_coupled"``, after it for ``"independent"``.
 
         Args:
-          base: ``"adam"`` / ``"adamw"`` (Adam with per-parameter epsilon; weight decay is always
-            decoupled, so the two are the same), ``"adam_atan2"`` (no epsilon; ``base_kwargs``
-            ``a``, ``b``), ``"sgd"`` (``momentum``, ``nesterov``), ``"factored"`` (factored second
-            moments, Adam family) or ``"adafactor"``. Its family must be the plan's optimizer.
+          base: its family must be the plan's optimizer.
+
+            * ``"adam"`` / ``"adamw"``: Adam with a per-parameter epsilon
+              (:func:`paramlab.optim.scale_by_adam_per_param_eps`); weight decay is always
+              decoupled, so the two names are the same optimizer.
+            * ``"adam_atan2"``: :func:`paramlab.optim.scale_by_adam_atan2` (no epsilon;
+              ``base_kwargs`` ``a``, ``b``).
+            * ``"sgd"``: ``momentum`` / ``nesterov`` (``optax.trace``).
+            * ``"factored"`` (Adam family): Adam with a second moment factored over each
+              parameter's fan-in / fan-out axes (:func:`paramlab.optim.scale_by_factored_moments`,
+              constant decay ``b2`` with bias correction, first moment ``b1``).
+            * ``"adafactor"`` (Adafactor family): the paper's Adafactor core (factored over the fan
+              axes, decay ``1 - t^-0.8``, update clipping at 1, parameter-scaled step
+              ``max(eps2, RMS(w))``, no first moment unless ``b1``), then this plan's LR factors and
+              ``learning_rate`` (pass ``paramlab.optim.factored.relative_step_size`` as a schedule
+              for the paper's relative step). Its exponents assume the parameter scaling, so
+              ``multiply_by_parameter_scale=False`` is refused (use ``"factored"``). A parameter
+              whose RMS is below ``eps2`` (a zero-initialised readout) steps by ``eps2``, not by its
+              width-dependent scale, until it grows.
+
+            ``base_kwargs`` are passed on to ``scale_by_factored_moments`` for both (e.g.
+            ``min_dim_size_to_factor``).
           learning_rate: the global LR ``eta`` (a float or an optax schedule).
-          b1, b2: moment decays (Adam family).
-          eps: ``eps_0``, epsilon at the base width (per layer with ``eps_mode="per_layer"``).
+          b1: first-moment decay (default 0.9; ``"adafactor"``: none).
+          b2: second-moment decay (default 0.999; ``"adafactor"``: the power schedule unless given).
+          eps: ``eps_0``, Adam's epsilon at the base width (per layer with ``eps_mode="per_layer"``);
+            only ``"adam"`` / ``"adamw"`` have this epsilon.
           eps_root: Adam's epsilon inside the square root.
           momentum: SGD momentum (0: plain SGD).
           nesterov: Nesterov momentum for SGD.
@@ -460,6 +486,10 @@ class Plan:
     ) -> optax.GradientTransformation:
         if base in ("adam", "adamw", "sgd") and base_kwargs:
             raise ValueError(f"base optimizer {base!r} takes no extra arguments, got {sorted(base_kwargs)}.")
+        if base in ("factored", "adafactor"):
+            return self._factored(base, b1, b2, mu_dtype, base_kwargs)
+        b1 = 0.9 if b1 is None else b1
+        b2 = 0.999 if b2 is None else b2
         if base in ("adam", "adamw"):
             if self.parametrization.eps_mode == "constant" and _is_python_number(eps):
                 return scale_by_adam_per_param_eps(eps, b1=b1, b2=b2, eps_root=eps_root, mu_dtype=mu_dtype)
@@ -474,12 +504,29 @@ class Plan:
             )
         if base == "adam_atan2":
             return scale_by_adam_atan2(b1=b1, b2=b2, mu_dtype=mu_dtype, **base_kwargs)
-        if base == "sgd":
-            check_in_unit_interval(momentum, "momentum")
-            if _is_python_number(momentum) and momentum == 0:
-                return optax.identity()
-            return optax.trace(decay=momentum, nesterov=nesterov, accumulator_dtype=mu_dtype)
-        raise ValueError(f"base optimizer {base!r} is not available.")
+        check_in_unit_interval(momentum, "momentum")  # sgd
+        if _is_python_number(momentum) and momentum == 0:
+            return optax.identity()
+        return optax.trace(decay=momentum, nesterov=nesterov, accumulator_dtype=mu_dtype)
+
+    def _factored(
+        self, base: str, b1: Any, b2: Any, mu_dtype: Any, base_kwargs: dict[str, Any]
+    ) -> optax.GradientTransformation:
+        if base == "factored":
+            options = dict(b1=0.9 if b1 is None else b1, decay_schedule="constant", decay_rate=0.999)
+        else:
+            options = dict(b1=b1, clipping_threshold=1.0, multiply_by_parameter_scale=True)
+        if b2 is not None:
+            options.update(decay_schedule="constant", decay_rate=b2)
+        options.update(mu_dtype=mu_dtype, **base_kwargs)
+        if "fan_axes" in options:
+            raise ValueError("base_kwargs: fan_axes come from the plan's specs; do not pass them.")
+        if base == "adafactor" and not options.get("multiply_by_parameter_scale"):
+            raise ValueError(
+                "base 'adafactor' follows the Adafactor exponents (c = c_Adam - b), which assume "
+                "multiply_by_parameter_scale=True; without it use base 'factored' (Adam family)."
+            )
+        return _lazy(lambda like: scale_by_factored_moments(fan_axes=self.fan_axes(like), **options))
 
     # ---- serialization and display -------------------------------------------------------------
 

@@ -12,6 +12,7 @@ from flax.linen import meta
 
 from paramlab.models import MLP, MLPConfig, Transformer, TransformerConfig
 from paramlab.nn import linen as linen_adapter
+from paramlab.optim.factored import adafactor
 from paramlab.parametrization import PARAMETRIZATIONS, Parametrization, abc, make_plan
 
 X = jax.random.normal(jax.random.key(1), (8, 6))
@@ -21,6 +22,7 @@ make_mlp = lambda width: MLP(MLPConfig(in_dim=6, width=width, out_dim=3))
 BASES = {
     "sgd": ("sgd", dict(momentum=0.9), lambda: optax.sgd(0.05, momentum=0.9)),
     "adam": ("adam", {}, lambda: optax.adam(0.05)),
+    "adafactor": ("adafactor", {}, lambda: adafactor(0.05)),
 }
 
 

@@ -9,7 +9,9 @@ import numpy as np
 import optax
 import pytest
 
+from paramlab.nn import FanAxes
 from paramlab.optim import adam_atan2
+from paramlab.optim.factored import adafactor, scale_by_factored_moments
 from paramlab.parametrization import Parametrization, Plan, infer_spec
 
 
@@ -298,6 +300,34 @@ def test_optimizer_is_optax_times_lr_multiplier(name, family, base, kw, referenc
         for path in PATHS:
             a, b = path.split("/")
             np.testing.assert_allclose(g[a][b], lr[path] * w[a][b], rtol=1e-6, atol=1e-9)
+
+
+def test_factored_bases_are_paramlab_optim_times_lr_multiplier():
+    params = _params(32)
+    small = {"min_dim_size_to_factor": 8}  # factor the 32 x 32 hidden matrix
+    plan = _plan("mup", "adafactor")
+    fan = plan.fan_axes(params)
+    assert fan["h"]["kernel"] == FanAxes((0,), (1,))
+    got = _run(plan.optimizer("adafactor", 0.1, base_kwargs=small), params)
+    want = _run(adafactor(0.1, fan_axes=fan, **small), params)
+    lr = plan.values("lr")
+    for path in PATHS:
+        a, b = path.split("/")
+        np.testing.assert_allclose(got[1][a][b], lr[path] * want[1][a][b], rtol=1e-6)
+    plan = _plan("mup", "adam")
+    got = _run(plan.optimizer("factored", 0.1, base_kwargs=small), params)
+    core = scale_by_factored_moments(
+        b1=0.9, decay_schedule="constant", decay_rate=0.999, fan_axes=fan, **small
+    )
+    want = _run(optax.chain(core, optax.scale_by_learning_rate(0.1)), params)
+    lr = plan.values("lr")
+    np.testing.assert_allclose(got[1]["h"]["kernel"], lr["h/kernel"] * want[1]["h"]["kernel"], rtol=1e-6)
+    with pytest.raises(ValueError, match="multiply_by_parameter_scale"):
+        _plan("mup", "adafactor").optimizer(
+            "adafactor", 0.1, base_kwargs={"multiply_by_parameter_scale": False}
+        )
+    with pytest.raises(ValueError, match="fan_axes"):
+        plan.optimizer("factored", 0.1, base_kwargs={"fan_axes": None})
 
 
 def test_lr_scaling_after_any_preconditioner():

@@ -55,6 +55,15 @@ def test_equivalent_parametrizations_train_identically(a, b, family, base, kwarg
     )
 
 
+def test_adafactor_sp_and_ntk_train_identically():
+    # The parameter-scaled step absorbs theta (c unchanged); exact while every scaled leaf's RMS is
+    # above eps2. (muP vs MFP differ here: their zero-initialised biases step by the eps2 floor in
+    # stored units, and theta_embedding != 0 scales those steps differently.)
+    small = dict(base_kwargs={"min_dim_size_to_factor": 8})
+    sp = _losses("sp", "adafactor", "adafactor", **small)
+    np.testing.assert_allclose(sp, _losses("ntk", "adafactor", "adafactor", **small), rtol=1e-9)
+
+
 @pytest.mark.parametrize("a,b", [("sp", "ntk"), ("mup", "mfp")])
 def test_epsilon_breaks_the_symmetry_unless_per_layer(a, b):
     eps = dict(eps=1e-3)  # comparable to the gradients: epsilon is not negligible
