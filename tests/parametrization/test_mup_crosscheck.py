@@ -91,7 +91,9 @@ def test_learning_rates_multipliers_and_init_match_mup(width, optimizer):
         # not multiplied, nor is any other parameter.
         want = model.readout.output_mult / model.readout.width_mult() if path == "readout/kernel" else 1.0
         assert mults[path] == pytest.approx(want, rel=1e-12), path
-        if name.endswith("weight"):  # set_base_shapes rescales the readout weight by width_mult^(1/2)
+        # set_base_shapes rescales the readout weight by width_mult^(1/2) (weights only: mup also
+        # rescales biases, because torch draws them with a 1/fan_in variance; paramlab's are zeros)
+        if name.endswith("weight"):
             ratio = float((p.detach().norm() / before[name].norm()).item())
             assert init[path] == pytest.approx(ratio, rel=1e-5), path
 
