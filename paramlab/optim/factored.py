@@ -132,7 +132,7 @@ def _normalise(
     if axes is None:
         v = sc.beta * v + one_minus_beta * g2
         if st.output == "rsqrt":
-            u = num * v**-0.5
+            u = num * jax.lax.rsqrt(v)
             return (u if sc.k is None else u * sc.k), r, c, v
         denom = jnp.sqrt(v)
         return atan2_nonneg(num, denom if sc.k is None else denom / sc.k), r, c, v
@@ -140,10 +140,10 @@ def _normalise(
     c = sc.beta * c + one_minus_beta * jnp.mean(g2, axis=axes.rows)
     r_mean = jnp.mean(r, axis=axes.rows_in_r(), keepdims=True)
     if st.output == "rsqrt":
-        row_factor = (r / r_mean) ** -0.5
+        row_factor = jax.lax.rsqrt(r / r_mean)
         if sc.k is not None:
             row_factor = row_factor * sc.k
-        u = num * _expand(row_factor, axes.cols) * _expand(c**-0.5, axes.rows)
+        u = num * _expand(row_factor, axes.cols) * _expand(jax.lax.rsqrt(c), axes.rows)
         return u, r, c, v
     row_root = jnp.sqrt(jnp.where(r_mean > 0, r / jnp.where(r_mean > 0, r_mean, 1.0), 0.0))
     if sc.k is not None:
