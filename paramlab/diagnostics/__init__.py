@@ -8,6 +8,7 @@ from paramlab.diagnostics.alignment import (
     make_alignment_fn,
 )
 from paramlab.diagnostics.coord_check import (
+    FAST_CPU_COMPILE,
     CoordCheckSetup,
     coord_check,
     coord_check_summary,

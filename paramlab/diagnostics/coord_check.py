@@ -38,6 +38,7 @@ from paramlab.nn.metadata import split_fan_axes
 from paramlab.parametrization import Parametrization, make_plan
 
 __all__ = [
+    "FAST_CPU_COMPILE",
     "RECORD_KEYS",
     "CoordCheckSetup",
     "coord_check",
@@ -50,6 +51,11 @@ __all__ = [
 
 RECORD_KEYS = ("parametrization", "optimizer", "width", "step", "module", "l1")
 
+# ``compiler_options`` for XLA's CPU backend at optimisation level 0: a coordinate check compiles a
+# fresh program per width and runs it a few times, so compiling (several times faster at level 0;
+# e.g. a lecun-initialised MLP's init 1.3 s -> 0.4 s) costs more than running.
+FAST_CPU_COMPILE = {"xla_backend_optimization_level": 0}
+
 Forward = Callable[[Any, Any], tuple[jax.Array, Mapping[str, jax.Array]]]
 
 
@@ -58,14 +64,15 @@ class CoordCheckSetup:
     """One width's model, ready to train.
 
     Attributes:
-      params: the initial (stored) parameters, e.g. a parametrization plan's rescaled init.
+      init: ``key -> params``: the initial (stored) parameters, e.g. a parametrization plan's
+        rescaled init (jitted or not).
       forward: a pure, jittable ``forward(params, batch) -> (loss, {module name: activation})``;
         differentiated w.r.t. ``params`` (apply the plan's forward multipliers inside it).
       optimizer: ``learning_rate -> optax.GradientTransformation`` (e.g. a plan's per-parameter
         learning-rate scaling around Adam).
     """
 
-    params: Any
+    init: Callable[[jax.Array], Any]
     forward: Forward
     optimizer: Callable[[float], optax.GradientTransformation]
 
@@ -139,8 +146,9 @@ def linen_plan_setup(
     delta_width: int | None = None,
     base_optimizer: str = "adam",
     param_dtype: Any = None,
+    compiler_options: Mapping[str, Any] | None = None,
     **optimizer_kwargs: Any,
-) -> Callable[[int, jax.Array], CoordCheckSetup]:
+) -> Callable[[int], CoordCheckSetup]:
     """A :func:`coord_check` ``setup`` for a Linen model under a parametrization plan.
 
     At width ``w``: the plan ``make_plan(make_model, parametrization, base=base_width,
@@ -162,13 +170,14 @@ def linen_plan_setup(
         ``"adam_atan2"``, ``"sgd"``, ...), of the parametrization's optimizer family.
       param_dtype: cast the model's own initial parameters to this dtype (e.g. ``jnp.float64``
         inside ``jax.enable_x64``); ``None`` keeps them.
+      compiler_options: ``jax.jit`` compiler options of the init (e.g. :data:`FAST_CPU_COMPILE`).
       **optimizer_kwargs: passed to ``plan.optimizer`` (``eps``, ``b1``, ``momentum``, ...).
     """
     delta_width = 2 * base_width if delta_width is None else delta_width
     if delta_width == base_width:
         raise ValueError(f"delta_width must differ from base_width={base_width}.")
 
-    def setup(width: int, key: jax.Array) -> CoordCheckSetup:
+    def setup(width: int) -> CoordCheckSetup:
         model = make_model(width)
         plan = make_plan(
             make_model, parametrization, base=base_width, delta=delta_width, target=width, inputs=(inputs,)
@@ -182,7 +191,7 @@ def linen_plan_setup(
 
         apply = plan.wrap_apply(lambda params, x, **kw: model.apply({"params": params}, x, **kw))
         return CoordCheckSetup(
-            params=jax.jit(init)(key),
+            init=jax.jit(init, compiler_options=compiler_options),
             forward=linen_forward(apply, loss_fn),
             optimizer=lambda lr: plan.optimizer(base_optimizer, lr, **optimizer_kwargs),
         )
@@ -190,7 +199,9 @@ def linen_plan_setup(
     return setup
 
 
-def _train_step(forward: Forward, tx: optax.GradientTransformation):
+def _train_step(
+    forward: Forward, tx: optax.GradientTransformation, compiler_options: Mapping[str, Any] | None
+):
     """``(params, opt_state, batch) -> (params', opt_state', loss, {module: l1})``, jitted.
 
     The activations are those of the forward pass at the incoming ``params`` (before the update).
@@ -202,11 +213,11 @@ def _train_step(forward: Forward, tx: optax.GradientTransformation):
         updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, loss, l1
 
-    return jax.jit(step)
+    return jax.jit(step, compiler_options=compiler_options)
 
 
 def coord_check(
-    setup: Callable[[int, jax.Array], CoordCheckSetup],
+    setup: Callable[[int], CoordCheckSetup],
     widths: Sequence[int],
     batch: Any,
     *,
@@ -215,24 +226,27 @@ def coord_check(
     seed: int = 0,
     parametrization: str = "",
     optimizer: str = "",
+    compiler_options: Mapping[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Mean ``|output|`` of every module at steps ``1 .. steps`` on one repeated batch, per width.
 
-    For every width: ``s = setup(width, jax.random.key(seed))`` (the same key at every width, as
-    ``mup`` reseeds), ``tx = s.optimizer(learning_rate)``, then ``steps`` times: run
+    For every width: ``s = setup(width)``, ``params = s.init(jax.random.key(seed))`` (the same key
+    at every width, as ``mup`` reseeds), ``tx = s.optimizer(learning_rate)``, then ``steps`` times: run
     ``s.forward(params, batch)`` recording each module's ``mean |activation|`` (in float32), and
     apply one update of ``tx`` on the gradient of the loss. Step 1 is therefore the forward pass at
     initialisation and step ``t`` the one after ``t - 1`` updates (TP-V's coordinate check).
 
     Args:
-      setup: ``(width, key) -> CoordCheckSetup``: the model at that width under the
-        parametrization being checked.
+      setup: ``width -> CoordCheckSetup``: the model at that width under the parametrization
+        being checked (e.g. :func:`linen_plan_setup`).
       widths: distinct positive widths.
       batch: the fixed batch (any pytree ``forward`` accepts), reused at every step and width.
       steps: number of recorded forward passes (``>= 1``); ``steps - 1`` updates matter.
       learning_rate: passed to ``CoordCheckSetup.optimizer``.
       seed: initialisation seed.
       parametrization, optimizer: labels copied into every record.
+      compiler_options: ``jax.jit`` compiler options of the train step (e.g.
+        :data:`FAST_CPU_COMPILE` on CPU).
 
     Returns:
       Records ``{"parametrization", "optimizer", "width", "step", "module", "l1"}`` (python
@@ -249,10 +263,11 @@ def coord_check(
         raise ValueError(f"learning_rate must be a finite number >= 0, got {learning_rate!r}.")
     records: list[dict[str, Any]] = []
     for width in widths:
-        s = setup(width, jax.random.key(seed))
+        s = setup(width)
         tx = s.optimizer(learning_rate)
-        step = _train_step(s.forward, tx)
-        params, opt_state = s.params, tx.init(s.params)
+        step = _train_step(s.forward, tx, compiler_options)
+        params = s.init(jax.random.key(seed))
+        opt_state = tx.init(params)
         for t in range(1, steps + 1):
             params, opt_state, _, l1 = step(params, opt_state, batch)
             l1 = jax.device_get(l1)

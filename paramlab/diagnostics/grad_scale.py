@@ -54,26 +54,40 @@ def grad_rms(grads: Any) -> dict[str, jax.Array]:
 
 
 def measure_grad_rms(
-    setup: Callable[[int, jax.Array], CoordCheckSetup],
+    setup: Callable[[int], CoordCheckSetup],
     widths: Sequence[int],
     batch: Any,
     *,
-    seed: int = 0,
+    seeds: Sequence[int] = (0,),
+    compiler_options: Mapping[str, Any] | None = None,
 ) -> dict[int, dict[str, float]]:
-    """``{width: {path: RMS of dL/dparam}}`` at initialisation, per width.
+    """``{width: {path: RMS of dL/dparam}}`` at initialisation, per width, pooled over seeds.
 
     Args:
-      setup: ``(width, key) -> CoordCheckSetup`` (only ``params`` and ``forward`` are used): the
-        gradient is that of the stored parameters, what an optimizer sees.
+      setup: ``width -> CoordCheckSetup`` (only ``init`` and ``forward`` are used): the gradient is
+        that of the stored parameters, what an optimizer sees.
       widths: distinct positive widths.
       batch: the batch ``forward`` takes.
-      seed: the initialisation seed (the same key at every width).
+      seeds: initialisation seeds (the same keys at every width); the result is
+        ``sqrt(mean over seeds of RMS^2)``, the RMS over all the seeds' entries.
+      compiler_options: ``jax.jit`` compiler options (e.g.
+        :data:`paramlab.diagnostics.FAST_CPU_COMPILE`).
     """
+    seeds = list(seeds)
+    if not seeds:
+        raise ValueError("measure_grad_rms: seeds is empty.")
     table = {}
     for width in _check_widths(widths):
-        s = setup(width, jax.random.key(seed))
-        grads = jax.jit(jax.grad(lambda p, b, f=s.forward: f(p, b)[0]))(s.params, batch)
-        table[width] = {path: float(v) for path, v in jax.device_get(grad_rms(grads)).items()}
+        s = setup(width)
+        rms_fn = jax.jit(
+            lambda params, b, f=s.forward: grad_rms(jax.grad(lambda p: f(p, b)[0])(params)),
+            compiler_options=compiler_options,
+        )
+        squares = []
+        for seed in seeds:
+            rms = jax.device_get(rms_fn(s.init(jax.random.key(seed)), batch))
+            squares.append({path: float(v) ** 2 for path, v in rms.items()})
+        table[width] = {path: math.sqrt(sum(sq[path] for sq in squares) / len(seeds)) for path in squares[0]}
     return table
 
 
