@@ -3,10 +3,12 @@
 Each notebook runs at its stored ``TINY = True`` sizes in a fresh Jupyter kernel started from this
 interpreter (a temporary kernelspec whose ``argv`` is ``sys.executable``, found through
 ``JUPYTER_PATH``), with its working directory in ``tmp_path``, under a deadline of
-``NOTEBOOK_TIMEOUT_S`` for the whole notebook.
+``NOTEBOOK_TIMEOUT_S`` for the whole notebook. The kernel compiles at XLA's backend optimisation
+level 0: at these sizes compiling costs more than running, and level 0 compiles faster.
 """
 
 import json
+import os
 import pathlib
 import sys
 import time
@@ -35,7 +37,7 @@ def code_cells(nb) -> list:
 
 @pytest.fixture(scope="module")
 def jupyter_dirs(tmp_path_factory) -> dict[str, str]:
-    """Environment variables for a private Jupyter setup: a kernelspec running ``sys.executable``."""
+    """Environment of the notebook kernels: a private kernelspec running ``sys.executable``."""
     root = tmp_path_factory.mktemp("jupyter")
     spec_dir = root / "data" / "kernels" / KERNEL_NAME
     spec_dir.mkdir(parents=True)
@@ -48,6 +50,7 @@ def jupyter_dirs(tmp_path_factory) -> dict[str, str]:
     (root / "runtime").mkdir()
     (root / "ipython").mkdir()
     return {
+        "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} --xla_backend_optimization_level=0".strip(),
         "JUPYTER_PATH": str(root / "data"),
         "JUPYTER_RUNTIME_DIR": str(root / "runtime"),
         "IPYTHONDIR": str(root / "ipython"),
