@@ -56,7 +56,7 @@ class TreeConfig:
 
 SIZES = {
     "full": (TreeConfig(), 3, 10, 3),  # (tree, warmup steps, timed steps per round, rounds): 30 timed
-    "small": (TreeConfig(d_model=64, n_layers=1, n_heads=4, d_head=16, d_ff=256), 1, 2, 2),
+    "small": (TreeConfig(d_model=128, n_layers=1, n_heads=2, d_head=64, d_ff=256), 1, 2, 2),
 }
 
 _Q_FAN = FanAxes((0,), (1, 2))
