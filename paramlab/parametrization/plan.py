@@ -316,7 +316,7 @@ class Plan:
     def tree(self, field: str, like: Any) -> Any:
         """A tree shaped like ``like`` (parameters, gradients) holding ``field``'s scalars."""
         values = self.values(field)
-        return self._map(like, lambda path, leaf: None if leaf is None else values[path])
+        return self._map(like, lambda path, leaf: values[path])
 
     def fan_axes(self, like: Any) -> Any:
         """A tree of :class:`~paramlab.nn.FanAxes` shaped like ``like`` (from the specs)."""
@@ -576,8 +576,12 @@ class Plan:
     # ---- tree plumbing -------------------------------------------------------------------------
 
     def _map(self, tree: Any, fn: Callable[[str, Any], Any]) -> Any:
-        """``fn(path, leaf)`` over a tree whose paths must be exactly the specs' (``None`` leaves kept)."""
-        leaves, treedef = jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda x: x is None)
+        """``fn(path, leaf)`` over a tree whose paths must be exactly the specs'.
+
+        Absent leaves (``None``, and the ``optax.MaskedNode`` that ``optax.masked`` / ``optax.partition``
+        put in place of the parameters another transformation handles) are kept as they are.
+        """
+        leaves, treedef = jax.tree_util.tree_flatten_with_path(tree, is_leaf=_is_absent)
         paths = [path_str(p) for p, _ in leaves]
         present = set(paths)
         missing = [p for p in self.specs if p not in present]
@@ -586,7 +590,8 @@ class Plan:
             raise ValueError(
                 f"the tree does not match the plan's parameters: missing {missing[:5]}, unknown {extra[:5]}."
             )
-        return jax.tree_util.tree_unflatten(treedef, [fn(p, leaf) for p, (_, leaf) in zip(paths, leaves)])
+        mapped = [leaf if _is_absent(leaf) else fn(p, leaf) for p, (_, leaf) in zip(paths, leaves)]
+        return jax.tree_util.tree_unflatten(treedef, mapped)
 
     def _on_params(self, tree: Any, fn: Callable[[str, Any], Any]) -> Any:
         """Apply ``fn(path, param)`` to a params tree, or to the ``"params"`` of a Linen variables dict."""
@@ -607,6 +612,10 @@ class Plan:
     def _matches(self, tree: Any) -> bool:
         pairs = flatten_with_paths(tree)
         return len(pairs) == len(self.specs) and all(path in self.specs for path, _ in pairs)
+
+
+def _is_absent(x: Any) -> bool:
+    return x is None or isinstance(x, optax.MaskedNode)
 
 
 def _is_python_number(value: Any) -> bool:

@@ -362,6 +362,33 @@ def test_optimizer_under_jit_and_inject_hyperparams():
     np.testing.assert_allclose(updates["h"]["kernel"], -0.1 * 0.5 * params["h"]["kernel"], rtol=1e-6)
 
 
+def test_optimizer_inside_partition_multisteps_and_bf16():
+    plan = _plan("mup", "adam", eps_mode="per_layer")
+    params = _params(32)
+    labels = {
+        "in": {"kernel": "plan", "bias": "plan"},
+        "h": {"kernel": "plan"},
+        "out": {"kernel": "frozen", "bias": "plan"},
+    }
+    opt = optax.partition(
+        {"plan": plan.optimizer("adamw", 0.1, weight_decay=0.1), "frozen": optax.set_to_zero()}, labels
+    )
+    got = _run(opt, params)
+    want = _run(plan.optimizer("adamw", 0.1, weight_decay=0.1), params)
+    np.testing.assert_array_equal(got[1]["out"]["kernel"], 0.0)
+    np.testing.assert_allclose(got[1]["h"]["kernel"], want[1]["h"]["kernel"], rtol=1e-6)
+    multi = optax.MultiSteps(plan.optimizer("adam", 0.1), every_k_schedule=2)
+    got = _run(multi, params)
+    assert (
+        float(jnp.abs(got[0]["h"]["kernel"]).max()) == 0.0 and float(jnp.abs(got[1]["h"]["kernel"]).max()) > 0
+    )
+    half = jax.tree.map(lambda p: p.astype(jnp.bfloat16), params)
+    opt = plan.optimizer("adam", 0.1)
+    updates, _ = opt.update(half, opt.init(half), half)
+    assert all(u.dtype == jnp.bfloat16 for u in jax.tree.leaves(updates))
+    assert all(p.dtype == jnp.bfloat16 for p in jax.tree.leaves(plan.effective_params(half)))
+
+
 def test_optimizer_errors():
     plan = _plan("mup", "adam")
     with pytest.raises(ValueError, match="built for 'adam'"):
