@@ -77,11 +77,14 @@ def fan_rule(
 
 
 def static_min_dim(value: Any) -> int:
-    """``min_dim_size_to_factor`` as a Python int (it decides state shapes, so it must be concrete)."""
+    """``min_dim_size_to_factor`` as a Python int: it decides state shapes, so ``init`` needs it concrete.
+
+    (``update`` reads the decision back from the state, so ``optax.inject_hyperparams`` may trace it.)
+    """
     if isinstance(value, jax.core.Tracer):
         raise ValueError(
-            "min_dim_size_to_factor decides the state's shapes and cannot be traced: list it in "
-            "optax.inject_hyperparams(..., static_args=('min_dim_size_to_factor',))."
+            "min_dim_size_to_factor decides the state's shapes and cannot be traced when init runs; "
+            "pass a Python int (or list it in optax.inject_hyperparams(..., static_args=...))."
         )
     try:
         size = operator.index(value) if not isinstance(value, (np.ndarray, jax.Array)) else int(value)
@@ -129,6 +132,8 @@ def leaf_factoring(
     tree: Any, fan_axes: Any | None, factored: bool, min_dim_size_to_factor: int
 ) -> list[FactoredAxes | None]:
     """The factoring of every leaf of ``tree`` (flattened with absent leaves as leaves), ``None`` = full.
+
+    With ``min_dim_size_to_factor=0`` it gives the groups every leaf would be factored over, if any.
 
     Raises:
       ValueError: naming the path of a fan axis out of range, or of a ``fan_axes`` tree that does not

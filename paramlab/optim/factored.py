@@ -232,9 +232,9 @@ def scale_by_factored_moments(
       relative_step: multiply by ``rho_t = min(1e-2, 1 / sqrt(t))``.
       output: ``"rsqrt"`` (``N / sqrt(V_hat)``) or ``"atan2"`` (``atan2(N, sqrt(V_hat))``).
       min_dim_size_to_factor: a leaf is factored only when each group holds at least this many
-        elements (optax's rule for undeclared leaves: the second-largest axis). Static: list it in
-        ``static_args`` under ``optax.inject_hyperparams``. For width-transfer sweeps set it below the
-        smallest width, so every width runs the same algorithm.
+        elements (optax's rule for undeclared leaves: the second-largest axis). Read by ``init`` only
+        (``update`` reads the choice back from the state's shapes). For width-transfer sweeps set it
+        below the smallest width, so every width runs the same algorithm.
       factored: ``False`` keeps every moment in full (RMSProp with the Adafactor decay).
       fan_axes: ``None`` (optax's rule everywhere) or a pytree with the parameters' structure whose
         leaves are :class:`paramlab.nn.FanAxes` (factor fan-in vs fan-out) or ``None`` (optax's rule),
@@ -263,7 +263,8 @@ def scale_by_factored_moments(
         check_in_unit_interval(b1, "b1")
     if clipping_threshold is not None:
         check_positive(clipping_threshold, "clipping_threshold")
-    min_dim = static_min_dim(min_dim_size_to_factor)
+    if not isinstance(min_dim_size_to_factor, jax.core.Tracer):
+        static_min_dim(min_dim_size_to_factor)
     mu_dtype = None if mu_dtype is None else jnp.dtype(mu_dtype)
     static = _Static(
         output=output,
@@ -275,7 +276,7 @@ def scale_by_factored_moments(
     )
 
     def init_fn(params):
-        factoring = leaf_factoring(params, fan_axes, factored, min_dim)
+        factoring = leaf_factoring(params, fan_axes, factored, static_min_dim(min_dim_size_to_factor))
         leaves, treedef = jax.tree.flatten(params, is_leaf=is_absent)
         stats = [_init_leaf(leaf, axes) for leaf, axes in zip(leaves, factoring)]
         v_row, v_col, v = (treedef.unflatten([s[i] for s in stats]) for i in range(3))
@@ -287,10 +288,15 @@ def scale_by_factored_moments(
             raise ValueError("scale_by_factored_moments(multiply_by_parameter_scale=True) needs params.")
         count = optax.safe_increment(state.count)
         scalars = _step_scalars(count, static, decay_rate, step_offset, eps1, b1, clipping_threshold, eps2)
-        factoring = leaf_factoring(updates, fan_axes, factored, min_dim)
         g_leaves, treedef = jax.tree.flatten(updates, is_leaf=is_absent)
         n = len(g_leaves)
         r_leaves, c_leaves, v_leaves = (treedef.flatten_up_to(t) for t in (state.v_row, state.v_col, state.v))
+        # A leaf is factored iff init gave it a placeholder full moment (never a rank-1 leaf's shape).
+        groups = leaf_factoring(updates, fan_axes, factored, 0)
+        factoring = [
+            None if is_absent(g) or v.shape == g.shape else axes
+            for g, v, axes in zip(g_leaves, v_leaves, groups)
+        ]
         m_leaves = treedef.flatten_up_to(state.mu) if static.momentum else [None] * n
         p_leaves = treedef.flatten_up_to(params) if static.param_scale else [None] * n
         out = [

@@ -338,12 +338,21 @@ def test_inject_hyperparams_traces_every_numeric_hyperparameter():
     assert set(hparams) <= set(i_state.hyperparams)
 
 
-def test_traced_min_dim_size_is_a_clear_error():
-    opt = optax.inject_hyperparams(scale_by_factored_moments)(min_dim_size_to_factor=4)
+def test_min_dim_size_may_be_traced_in_update_but_not_in_init():
     params = _params()
-    state = opt.init(params)
-    with pytest.raises(ValueError, match="static_args"):
-        jax.jit(opt.update)(params, state, params)
+    grads = _grads_sequence(MATRIX_SHAPES, 2, seed=11)
+    injected = optax.inject_hyperparams(scale_by_factored_moments)(
+        min_dim_size_to_factor=4, fan_axes=MATRIX_FANS
+    )
+    direct = scale_by_factored_moments(min_dim_size_to_factor=4, fan_axes=MATRIX_FANS)
+    i_state, d_state = injected.init(params), direct.init(params)
+    for g in grads:
+        got, i_state = jax.jit(injected.update)(g, i_state, params)
+        want, d_state = jax.jit(direct.update)(g, d_state, params)
+        _assert_trees_close(got, want, rtol=1e-6, atol=0)
+    assert i_state.inner_state.v["dense"].shape == (1,)  # factored
+    with pytest.raises(ValueError, match="min_dim_size_to_factor"):
+        jax.jit(lambda m: scale_by_factored_moments(min_dim_size_to_factor=m).init(params))(4)
 
 
 def test_multi_steps_averages_micro_batches():
