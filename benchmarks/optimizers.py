@@ -55,7 +55,7 @@ class TreeConfig:
 
 
 SIZES = {
-    "full": (TreeConfig(), 3, 10, 3),  # (tree, warmup steps, timed steps per round, rounds): 30 timed
+    "full": (TreeConfig(), 3, 6, 5),  # (tree, warmup steps, timed steps per round, rounds): 30 timed
     "small": (TreeConfig(d_model=128, n_layers=1, n_heads=2, d_head=64, d_ff=256), 1, 2, 2),
 }
 
@@ -148,6 +148,7 @@ def _make_step(opt: optax.GradientTransformation):
 def measure(size: str = "full") -> dict:
     """Time every optimizer (interleaved rounds), count state bytes; returns the JSON-able report."""
     cfg, warmup, steps_per_round, rounds = SIZES[size]
+    load_before = os.getloadavg()[0]
     shapes, fans = make_tree(cfg)
     grads = random_tree(shapes, seed=1, scale=1e-3)
     factories = optimizers(fans)
@@ -213,6 +214,7 @@ def measure(size: str = "full") -> dict:
             "backend": jax.default_backend(),
             "devices": [str(d) for d in jax.devices()],
             "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "load_average_1min": {"before": load_before, "after": os.getloadavg()[0]},
         },
         "runs": report_runs,
         "comparisons": comparisons,
