@@ -246,7 +246,15 @@ def make_task(args: Args, parametrization: Any) -> tuple[Callable[[int], Any], A
 
 def run(args: Args, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
     """Every parametrization's coordinate check; writes the outputs to ``args.out``, returns the records."""
-    from paramlab.diagnostics import coord_check, coord_check_summary, linen_plan_setup, plot_coord_check
+    import jax
+
+    from paramlab.diagnostics import (
+        FAST_CPU_COMPILE,
+        coord_check,
+        coord_check_summary,
+        linen_plan_setup,
+        plot_coord_check,
+    )
 
     os.makedirs(args.out, exist_ok=True)
     optimizer_kwargs = {"adam": {"eps": args.eps}, "adam_atan2": {}, "sgd": {"momentum": args.momentum}}
@@ -273,6 +281,7 @@ def run(args: Args, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
             seed=args.seed,
             parametrization=name,
             optimizer=args.optimizer,
+            compiler_options=FAST_CPU_COMPILE if jax.default_backend() == "cpu" else None,
         )
     with open(os.path.join(args.out, "coord_check.json"), "w") as f:
         json.dump(records, f, indent=1)

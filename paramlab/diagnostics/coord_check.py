@@ -64,8 +64,8 @@ class CoordCheckSetup:
     """One width's model, ready to train.
 
     Attributes:
-      init: ``key -> params``: the initial (stored) parameters, e.g. a parametrization plan's
-        rescaled init (jitted or not).
+      init: a pure, jittable ``key -> params``: the initial (stored) parameters, e.g. a
+        parametrization plan's rescaled init.
       forward: a pure, jittable ``forward(params, batch) -> (loss, {module name: activation})``;
         differentiated w.r.t. ``params`` (apply the plan's forward multipliers inside it).
       optimizer: ``learning_rate -> optax.GradientTransformation`` (e.g. a plan's per-parameter
@@ -146,7 +146,6 @@ def linen_plan_setup(
     delta_width: int | None = None,
     base_optimizer: str = "adam",
     param_dtype: Any = None,
-    compiler_options: Mapping[str, Any] | None = None,
     **optimizer_kwargs: Any,
 ) -> Callable[[int], CoordCheckSetup]:
     """A :func:`coord_check` ``setup`` for a Linen model under a parametrization plan.
@@ -170,7 +169,6 @@ def linen_plan_setup(
         ``"adam_atan2"``, ``"sgd"``, ...), of the parametrization's optimizer family.
       param_dtype: cast the model's own initial parameters to this dtype (e.g. ``jnp.float64``
         inside ``jax.enable_x64``); ``None`` keeps them.
-      compiler_options: ``jax.jit`` compiler options of the init (e.g. :data:`FAST_CPU_COMPILE`).
       **optimizer_kwargs: passed to ``plan.optimizer`` (``eps``, ``b1``, ``momentum``, ...).
     """
     delta_width = 2 * base_width if delta_width is None else delta_width
@@ -191,7 +189,7 @@ def linen_plan_setup(
 
         apply = plan.wrap_apply(lambda params, x, **kw: model.apply({"params": params}, x, **kw))
         return CoordCheckSetup(
-            init=jax.jit(init, compiler_options=compiler_options),
+            init=init,
             forward=linen_forward(apply, loss_fn),
             optimizer=lambda lr: plan.optimizer(base_optimizer, lr, **optimizer_kwargs),
         )
@@ -199,21 +197,30 @@ def linen_plan_setup(
     return setup
 
 
-def _train_step(
-    forward: Forward, tx: optax.GradientTransformation, compiler_options: Mapping[str, Any] | None
-):
-    """``(params, opt_state, batch) -> (params', opt_state', loss, {module: l1})``, jitted.
+def _run(
+    s: CoordCheckSetup,
+    tx: optax.GradientTransformation,
+    steps: int,
+    compiler_options: Mapping[str, Any] | None,
+) -> Callable[[jax.Array, Any], dict[str, jax.Array]]:
+    """``(key, batch) -> {module: l1 at steps 1..steps}``: init and every step as one compiled program.
 
-    The activations are those of the forward pass at the incoming ``params`` (before the update).
+    Step ``t``'s activations are those of the forward pass at the parameters after ``t - 1`` updates.
     """
 
-    def step(params, opt_state, batch):
-        (loss, acts), grads = jax.value_and_grad(forward, has_aux=True)(params, batch)
-        l1 = {name: jnp.mean(jnp.abs(x.astype(jnp.float32))) for name, x in acts.items()}
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss, l1
+    def run(key: jax.Array, batch: Any) -> dict[str, jax.Array]:
+        params = s.init(key)
 
-    return jax.jit(step, compiler_options=compiler_options)
+        def step(carry, _):
+            params, opt_state = carry
+            (_, acts), grads = jax.value_and_grad(s.forward, has_aux=True)(params, batch)
+            l1 = {name: jnp.mean(jnp.abs(x.astype(jnp.float32))) for name, x in acts.items()}
+            updates, opt_state = tx.update(grads, opt_state, params)
+            return (optax.apply_updates(params, updates), opt_state), l1
+
+        return jax.lax.scan(step, (params, tx.init(params)), length=steps)[1]
+
+    return jax.jit(run, compiler_options=compiler_options)
 
 
 def coord_check(
@@ -234,7 +241,8 @@ def coord_check(
     at every width, as ``mup`` reseeds), ``tx = s.optimizer(learning_rate)``, then ``steps`` times: run
     ``s.forward(params, batch)`` recording each module's ``mean |activation|`` (in float32), and
     apply one update of ``tx`` on the gradient of the loss. Step 1 is therefore the forward pass at
-    initialisation and step ``t`` the one after ``t - 1`` updates (TP-V's coordinate check).
+    initialisation and step ``t`` the one after ``t - 1`` updates (TP-V's coordinate check). Init and
+    steps are one compiled program per width (``lax.scan`` over the steps).
 
     Args:
       setup: ``width -> CoordCheckSetup``: the model at that width under the parametrization
@@ -245,8 +253,7 @@ def coord_check(
       learning_rate: passed to ``CoordCheckSetup.optimizer``.
       seed: initialisation seed.
       parametrization, optimizer: labels copied into every record.
-      compiler_options: ``jax.jit`` compiler options of the train step (e.g.
-        :data:`FAST_CPU_COMPILE` on CPU).
+      compiler_options: ``jax.jit`` compiler options (e.g. :data:`FAST_CPU_COMPILE` on CPU).
 
     Returns:
       Records ``{"parametrization", "optimizer", "width", "step", "module", "l1"}`` (python
@@ -264,17 +271,14 @@ def coord_check(
     records: list[dict[str, Any]] = []
     for width in widths:
         s = setup(width)
-        tx = s.optimizer(learning_rate)
-        step = _train_step(s.forward, tx, compiler_options)
-        params = s.init(jax.random.key(seed))
-        opt_state = tx.init(params)
+        l1 = jax.device_get(
+            _run(s, s.optimizer(learning_rate), steps, compiler_options)(jax.random.key(seed), batch)
+        )
+        if not l1:
+            raise ValueError(f"coord_check: the forward pass at width {width} recorded no module.")
         for t in range(1, steps + 1):
-            params, opt_state, _, l1 = step(params, opt_state, batch)
-            l1 = jax.device_get(l1)
-            if not l1:
-                raise ValueError(f"coord_check: the forward pass at width {width} recorded no module.")
             for module in sorted(l1):
-                value = float(l1[module])
+                value = float(l1[module][t - 1])
                 if not math.isfinite(value):
                     raise ValueError(
                         f"coord_check: module {module} at width {width}, step {t}: mean |output| = {value}."

@@ -80,12 +80,12 @@ def measure_grad_rms(
     for width in _check_widths(widths):
         s = setup(width)
         rms_fn = jax.jit(
-            lambda params, b, f=s.forward: grad_rms(jax.grad(lambda p: f(p, b)[0])(params)),
+            lambda key, b, s=s: grad_rms(jax.grad(lambda p: s.forward(p, b)[0])(s.init(key))),
             compiler_options=compiler_options,
         )
         squares = []
         for seed in seeds:
-            rms = jax.device_get(rms_fn(s.init(jax.random.key(seed)), batch))
+            rms = jax.device_get(rms_fn(jax.random.key(seed), batch))
             squares.append({path: float(v) ** 2 for path, v in rms.items()})
         table[width] = {path: math.sqrt(sum(sq[path] for sq in squares) / len(seeds)) for path in squares[0]}
     return table

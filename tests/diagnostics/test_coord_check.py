@@ -202,7 +202,6 @@ def _mlp_records(name, widths=WIDTHS, **kwargs):
         x,
         lambda logits, t: cross_entropy(logits, t)[0],
         base_width=64,
-        compiler_options=FAST_CPU_COMPILE,
     )
     return coord_check(
         setup, widths, (x, y), steps=3, learning_rate=1e-2, parametrization=name, optimizer="adam",
@@ -245,9 +244,7 @@ def _transformer_records(name, widths=WIDTHS, **kwargs):
         )  # fmt: skip
 
     loss_fn = lambda logits, t: cross_entropy(logits, t)[0]
-    setup = linen_plan_setup(
-        make, parametrization, tokens[:, :-1], loss_fn, base_width=64, compiler_options=FAST_CPU_COMPILE
-    )
+    setup = linen_plan_setup(make, parametrization, tokens[:, :-1], loss_fn, base_width=64)
     batch = (tokens[:, :-1], tokens[:, 1:])
     return coord_check(
         setup, widths, batch, steps=3, learning_rate=1e-2, parametrization=name, optimizer="adam",

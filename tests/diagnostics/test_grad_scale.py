@@ -108,7 +108,6 @@ def _mlp_setup(name):
         x,
         lambda logits, t: cross_entropy(logits, t)[0],
         base_width=128,
-        compiler_options=FAST_CPU_COMPILE,
     )
     return setup, (x, y)
 
