@@ -16,6 +16,7 @@ from paramlab.diagnostics.coord_check import (
     linen_forward,
     linen_plan_setup,
     loglog_slope,
+    nnx_plan_setup,
 )
 from paramlab.diagnostics.grad_scale import (
     EpsilonUnderflowWarning,

@@ -1,7 +1,7 @@
 """Coordinate check: the size of every module's output across widths over the first steps of training.
 
-The test of Tensor Programs V (Yang et al., 2022, arXiv 2203.03466, section 7 and appendix D.1;
-``microsoft/mup``'s ``get_coord_data``): for widths ``w_1 < ... < w_k`` build the model under one
+The test of Tensor Programs V (Yang et al., 2022, arXiv 2203.03466; ``microsoft/mup``'s
+``get_coord_data``): for widths ``w_1 < ... < w_k`` build the model under one
 parametrization, repeat **one fixed batch**, and at steps ``t = 1 .. T`` record the mean absolute
 value ``l1 = mean |y|`` of the output ``y`` of every module during the forward pass, then take an
 optimizer step. Step ``t = 1`` is the forward pass at initialisation; step ``t`` sees the parameters
@@ -15,9 +15,11 @@ output (and attention logits) shrink like ``width^{-1/2}`` under muP, unless the
 query) is zero-initialised (paramlab REFERENCE section 6).
 
 :func:`coord_check` runs the procedure for any model given as a :class:`CoordCheckSetup` factory (a
-pure ``forward(params, batch) -> (loss, {module: activation})`` plus initial parameters and an
-optimizer builder); :func:`linen_forward` makes that ``forward`` for a Flax Linen model from
-``capture_intermediates=True``. :func:`coord_check_summary` fits each module's log-log slope of
+pure ``forward(params, batch) -> (loss, {module: activation})`` plus an init function and an
+optimizer builder; :func:`linen_plan_setup` builds one for a Linen model under a parametrization
+plan); :func:`linen_forward` makes that ``forward`` for a Flax Linen model from
+``capture_intermediates=True``; :func:`nnx_plan_setup` is the Flax NNX version (``nnx.capture``).
+:func:`coord_check_summary` fits each module's log-log slope of
 ``l1`` against width and its max / min ratio across widths, per step.
 """
 
@@ -33,6 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import linen as nn
+from flax import nnx
 
 from paramlab.nn.metadata import split_fan_axes
 from paramlab.parametrization import Parametrization, make_plan
@@ -47,6 +50,7 @@ __all__ = [
     "linen_forward",
     "linen_plan_setup",
     "loglog_slope",
+    "nnx_plan_setup",
 ]
 
 RECORD_KEYS = ("parametrization", "optimizer", "width", "step", "module", "l1")
@@ -191,6 +195,75 @@ def linen_plan_setup(
         return CoordCheckSetup(
             init=init,
             forward=linen_forward(apply, loss_fn),
+            optimizer=lambda lr: plan.optimizer(base_optimizer, lr, **optimizer_kwargs),
+        )
+
+    return setup
+
+
+def nnx_plan_setup(
+    make_model: Callable[[int, nnx.Rngs], nnx.Module],
+    parametrization: Parametrization,
+    loss_fn: Callable[[jax.Array, Any], jax.Array],
+    *,
+    base_width: int,
+    delta_width: int | None = None,
+    base_optimizer: str = "adam",
+    param_dtype: Any = None,
+    output_name: str = "output",
+    **optimizer_kwargs: Any,
+) -> Callable[[int], CoordCheckSetup]:
+    """:func:`linen_plan_setup` for a Flax NNX model.
+
+    The module ``make_model(width, rngs)`` is split into its ``nnx.Param`` state (the parameters:
+    ``plan.rescale_init`` of the module's own init, built from ``nnx.Rngs(key)``) and its graph; the
+    forward pass merges the graph with the effective weights ``plan.effective_params(params)`` and
+    records every submodule's method outputs with ``nnx.capture(..., method_outputs=nnx.Intermediate)``
+    (named like Linen's: the path of the submodule, ``output_name`` for the model itself).
+
+    Args:
+      make_model: ``(width, rngs) -> nnx.Module``. Its only variables must be ``nnx.Param`` (a
+        module that keeps RNG streams or statistics is not supported).
+      parametrization, loss_fn, base_width, delta_width, base_optimizer, param_dtype,
+        optimizer_kwargs: as for :func:`linen_plan_setup`.
+      output_name: the record name of the model's own output.
+    """
+    delta_width = 2 * base_width if delta_width is None else delta_width
+    if delta_width == base_width:
+        raise ValueError(f"delta_width must differ from base_width={base_width}.")
+
+    def setup(width: int) -> CoordCheckSetup:
+        plan = make_plan(
+            lambda w: make_model(w, nnx.Rngs(0)),
+            parametrization,
+            base=base_width,
+            delta=delta_width,
+            target=width,
+        )
+        graphdef, abstract_params, rest = nnx.split(
+            nnx.eval_shape(lambda: make_model(width, nnx.Rngs(0))), nnx.Param, ...
+        )
+        if jax.tree.leaves(rest):
+            raise ValueError(
+                "nnx_plan_setup: the model has variables other than nnx.Param: "
+                f"{[path for path, _ in rest.flat_state()][:5]}."
+            )
+
+        def init(key: jax.Array) -> Any:
+            params = nnx.state(make_model(width, nnx.Rngs(key)), nnx.Param)
+            if param_dtype is not None:
+                params = jax.tree.map(lambda p: p.astype(param_dtype), params)
+            return plan.rescale_init(params)
+
+        def forward(params: Any, batch: Any) -> tuple[jax.Array, dict[str, jax.Array]]:
+            inputs, targets = batch
+            model = nnx.merge(graphdef, plan.effective_params(params), rest)
+            out, captured = nnx.capture(model, nnx.Intermediate, method_outputs=nnx.Intermediate)(inputs)
+            return loss_fn(out, targets), intermediates_by_module(nnx.to_pure_dict(captured), output_name)
+
+        return CoordCheckSetup(
+            init=init,
+            forward=forward,
             optimizer=lambda lr: plan.optimizer(base_optimizer, lr, **optimizer_kwargs),
         )
 

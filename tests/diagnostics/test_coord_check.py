@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from flax import nnx
 
 from paramlab.diagnostics import (
     FAST_CPU_COMPILE,
@@ -20,9 +21,10 @@ from paramlab.diagnostics import (
     linen_forward,
     linen_plan_setup,
     loglog_slope,
+    nnx_plan_setup,
     plot_coord_check,
 )
-from paramlab.models import MLP, MLPConfig, Transformer, TransformerConfig, cross_entropy
+from paramlab.models import MLP, NNXMLP, MLPConfig, Transformer, TransformerConfig, cross_entropy
 from paramlab.parametrization import Parametrization
 
 WIDTHS = (64, 128, 256, 512, 1024)
@@ -250,6 +252,41 @@ def _transformer_records(name, widths=WIDTHS, **kwargs):
         setup, widths, batch, steps=3, learning_rate=1e-2, parametrization=name, optimizer="adam",
         compiler_options=FAST_CPU_COMPILE,
     )  # fmt: skip
+
+
+def test_nnx_and_linen_mlps_give_the_same_coordinates():
+    """The NNX and Linen MLPs compute the same function from the same weights: same records."""
+    x = jax.random.normal(jax.random.key(1), (16, MLP_IN))
+    y = jax.random.randint(jax.random.key(2), (16,), 0, MLP_OUT)
+    parametrization = Parametrization("mup", "adam")
+    loss_fn = lambda logits, t: cross_entropy(logits, t)[0]
+    linen = linen_plan_setup(
+        lambda w: MLP(MLPConfig(MLP_IN, w, MLP_OUT)), parametrization, x, loss_fn, base_width=32
+    )
+    nnx_setup = nnx_plan_setup(
+        lambda w, rngs: NNXMLP(MLPConfig(MLP_IN, w, MLP_OUT), rngs=rngs),
+        parametrization,
+        loss_fn,
+        base_width=32,
+    )
+
+    def nnx_with_linen_weights(width):
+        s, reference = nnx_setup(width), linen(width)
+
+        def init(key):
+            state = s.init(key)
+            nnx.replace_by_pure_dict(state, reference.init(key))
+            return state
+
+        return CoordCheckSetup(init, s.forward, s.optimizer)
+
+    kwargs = dict(steps=3, compiler_options=FAST_CPU_COMPILE)
+    a = coord_check(linen, [32, 128], (x, y), **kwargs)
+    b = coord_check(nnx_with_linen_weights, [32, 128], (x, y), **kwargs)
+    assert [(r["width"], r["step"], r["module"]) for r in a] == [
+        (r["width"], r["step"], r["module"]) for r in b
+    ]
+    np.testing.assert_allclose([r["l1"] for r in a], [r["l1"] for r in b], rtol=1e-5)
 
 
 def test_transformer_mup_is_flat_in_width():
