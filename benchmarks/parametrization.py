@@ -10,7 +10,8 @@
 
    Both are timed in alternating blocks of steps (plan, plain, plan, ...) so that drift in the
    machine's speed hits both; reported: the median seconds per step of each and the ratio
-   ``plan / plain`` (target <= 1.03).
+   ``plan / plain`` (target <= 1.03), and, independent of the machine's load, the ratio of XLA's
+   cost analysis (flops, bytes accessed) of the two compiled steps.
 2. **Plan construction** for a ~1B-parameter Transformer: ``make_plan`` end to end (three
    ``jax.eval_shape`` traces at the base, delta and target widths, spec inference and the plan),
    no parameter memory (target < 2 s): wall and process CPU time (on a shared machine the CPU time is
@@ -125,8 +126,12 @@ def measure_step_overhead(cfg: BenchConfig) -> dict:
     }
     sides = {name: (_step_fn(apply, opt), opt) for name, (apply, opt) in optimizers.items()}
     states, compile_s, per_step = {}, {}, {name: [] for name in sides}
+    cost = {}
     for name, (step, optimizer) in sides.items():
         p = jax.tree.map(jnp.copy, params)
+        analysis = step.lower(p, optimizer.init(p), batches[0]).compile().cost_analysis()
+        analysis = analysis[0] if isinstance(analysis, list) else analysis
+        cost[name] = {k: float(analysis[k]) for k in ("flops", "bytes accessed") if k in analysis}
         t0 = time.perf_counter()
         state = step(p, optimizer.init(p), batches[0])
         jax.block_until_ready(state)
@@ -149,6 +154,10 @@ def measure_step_overhead(cfg: BenchConfig) -> dict:
         "step_s_median": median,
         "step_s_all": per_step,
         "ratio": median["plan"] / median["plain"],
+        "xla_cost": cost,
+        "xla_cost_ratio": {
+            k: cost["plan"][k] / cost["plain"][k] for k in cost["plan"] if cost["plain"].get(k)
+        },
     }
 
 
@@ -218,7 +227,8 @@ def summary_table(report: dict) -> str:
             f"Transformer d_model={report['config']['d_model']} ({step['n_params'] / 1e6:.2f}M params), "
             f"muP + AdamW, base d_model={report['config']['base_d_model']}",
             format_table(rows),
-            f"overhead plan/plain: {step['ratio']:.4f} (target <= 1.03)",
+            f"overhead plan/plain: {step['ratio']:.4f} (target <= 1.03); XLA cost analysis plan/plain: "
+            + ", ".join(f"{k} {v:.4f}" for k, v in step["xla_cost_ratio"].items()),
             f"plan construction, {build['n_params'] / 1e9:.2f}B params in {build['n_tensors']} tensors: "
             f"{build['make_plan_s']:.3f} s wall, {build['make_plan_cpu_s']:.3f} s CPU (target < 2 s), "
             f"of which spec + plan {build['spec_and_plan_s']:.4f} s",
