@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -47,14 +48,14 @@ def plot_coord_check(
     unknown = sorted(set(names) - {r["module"] for r in records})
     if unknown:
         raise ValueError(f"plot_coord_check: modules {unknown} are not in the records.")
-    palette = (
-        colormaps["tab10"].colors
-        if len(names) <= 10
-        else colormaps["viridis"](np.linspace(0, 0.95, len(names)))
-    )
-    fig = Figure(figsize=(4.2 * len(steps) + 2.5, 3.6 * len(rows)))
+    colors = colormaps["tab10"].colors
+    legend_cols = math.ceil(len(names) / 28)
+    legend_width = 1.9 * legend_cols
+    width = 4.2 * len(steps) + legend_width
+    fig = Figure(figsize=(width, 3.6 * len(rows) + 0.5))
     FigureCanvasAgg(fig)
     axes = fig.subplots(len(rows), len(steps), squeeze=False, sharex=True)
+    handles: dict[str, Any] = {}
     for i, (name, opt) in enumerate(rows):
         row = [r for r in records if (r["parametrization"], r["optimizer"]) == (name, opt) and r["l1"] > 0]
         for j, step in enumerate(steps):
@@ -63,13 +64,14 @@ def plot_coord_check(
                 points = sorted(
                     (r["width"], r["l1"]) for r in row if (r["step"], r["module"]) == (step, module)
                 )
-                if points:
-                    style = (
-                        dict(color="black", linestyle="--")
-                        if module == output_name
-                        else dict(color=palette[k])
-                    )
-                    ax.plot(*zip(*points), marker="o", markersize=3, label=module, **style)
+                if not points:
+                    continue
+                if module == output_name:
+                    style = dict(color="black", linestyle="--", linewidth=2.0, zorder=3)
+                else:
+                    style = dict(color=colors[k % 10], linestyle=_LINESTYLES[(k // 10) % len(_LINESTYLES)])
+                (line,) = ax.plot(*zip(*points), marker="o", markersize=3, label=module, **style)
+                handles.setdefault(module, line)
             ax.set_xscale("log", base=2)
             ax.set_yscale("log", base=2)
             if row:
@@ -79,13 +81,16 @@ def plot_coord_check(
             if j == 0:
                 ax.set_ylabel("mean |output|")
             ax.grid(True, which="both", alpha=0.3)
-        handles, labels = axes[i][-1].get_legend_handles_labels()
-        if handles:
-            axes[i][-1].legend(handles, labels, fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    if handles:
+        labels = [m for m in names if m in handles]
+        fig.legend([handles[m] for m in labels], labels, loc="center right", fontsize=7, ncol=legend_cols)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0.0, 0.0, 1.0 - legend_width / width, 1.0))
     fig.savefig(os.fspath(path), dpi=100)
+
+
+_LINESTYLES = ("-", "--", ":", "-.")
 
 
 def _log_limits(values: Sequence[float], min_octaves: float) -> tuple[float, float]:
