@@ -77,6 +77,7 @@ def test_steps_follow_the_procedure_numpy_reference():
     assert {(r["parametrization"], r["optimizer"]) for r in records} == {("p", "sgd")}
 
 
+@pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")
 def test_bad_arguments_and_non_finite_activations():
     batch = (jnp.ones((2, 3)), jnp.ones((2, 1)))
     for widths in ([], [4, 4], [0], [2.5]):
