@@ -241,10 +241,6 @@ def summary_table(report: dict) -> str:
     return "\n".join(lines)
 
 
-_OUT = flags.DEFINE_string("out", None, "Directory for optimizers.json (created if missing).", required=True)
-_SIZE = flags.DEFINE_enum("size", "full", list(SIZES), "Tree size: full (~16M parameters) or small (smoke).")
-
-
 def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -258,4 +254,11 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
+    # Flags are defined only when run as a program, so tests can import several benchmarks.
+    _OUT = flags.DEFINE_string(
+        "out", None, "Directory for optimizers.json (created if missing).", required=True
+    )
+    _SIZE = flags.DEFINE_enum(
+        "size", "full", list(SIZES), "Tree size: full (~16M parameters) or small (smoke)."
+    )
     app.run(main)

@@ -236,13 +236,6 @@ def summary_table(report: dict) -> str:
     )
 
 
-_OUT = flags.DEFINE_string(
-    "out", None, "Directory for parametrization.json (created if missing).", required=True
-)
-_D_MODEL = flags.DEFINE_integer("d_model", BenchConfig.d_model, "Transformer width of the step benchmark.")
-_BLOCKS = flags.DEFINE_integer("blocks", BenchConfig.blocks, "Timed blocks per side.")
-
-
 def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -257,4 +250,12 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
+    # Flags are defined only when run as a program, so tests can import several benchmarks.
+    _OUT = flags.DEFINE_string(
+        "out", None, "Directory for parametrization.json (created if missing).", required=True
+    )
+    _D_MODEL = flags.DEFINE_integer(
+        "d_model", BenchConfig.d_model, "Transformer width of the step benchmark."
+    )
+    _BLOCKS = flags.DEFINE_integer("blocks", BenchConfig.blocks, "Timed blocks per side.")
     app.run(main)

@@ -169,11 +169,6 @@ def summary_table(report: dict) -> str:
     )
 
 
-_OUT = flags.DEFINE_string("out", None, "Directory for sweep.json (created if missing).", required=True)
-_STEPS = flags.DEFINE_integer("steps", BenchConfig.steps, "Training steps per run.")
-_D_MODEL = flags.DEFINE_integer("d_model", BenchConfig.d_model, "Transformer width.")
-
-
 def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -188,4 +183,8 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
+    # Flags are defined only when run as a program, so tests can import several benchmarks.
+    _OUT = flags.DEFINE_string("out", None, "Directory for sweep.json (created if missing).", required=True)
+    _STEPS = flags.DEFINE_integer("steps", BenchConfig.steps, "Training steps per run.")
+    _D_MODEL = flags.DEFINE_integer("d_model", BenchConfig.d_model, "Transformer width.")
     app.run(main)

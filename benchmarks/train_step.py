@@ -51,16 +51,6 @@ from paramlab.train import (
     tree_shardings,
 )
 
-_OUT = flags.DEFINE_string("out", None, "Directory for train_step.json.")
-_D_MODEL = flags.DEFINE_integer("d_model", 256, "Residual width of the benchmarked model.")
-_N_LAYERS = flags.DEFINE_integer("n_layers", 2, "Transformer blocks.")
-_D_HEAD = flags.DEFINE_integer("d_head", 32, "Per-head width (n_heads = d_model / d_head).")
-_SEQ_LEN = flags.DEFINE_integer("seq_len", 128, "Tokens per sequence.")
-_BATCH = flags.DEFINE_integer("batch_size", 16, "Sequences per step.")
-_DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute dtype (params float32).")
-_STEPS = flags.DEFINE_integer("steps", 2, "Timed steps per round and side.")
-_ROUNDS = flags.DEFINE_integer("rounds", 21, "Interleaved timing rounds.")
-
 # dense bf16 peak FLOP/s by device kind (vendor datasheets), for MFU on accelerators
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12}
 LR, B1, B2, EPS, WEIGHT_DECAY = 3e-3, 0.9, 0.95, 1e-8, 0.1
@@ -304,4 +294,14 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    # Flags are defined only when run as a program, so tests can import several benchmarks.
+    _OUT = flags.DEFINE_string("out", None, "Directory for train_step.json.")
+    _D_MODEL = flags.DEFINE_integer("d_model", 256, "Residual width of the benchmarked model.")
+    _N_LAYERS = flags.DEFINE_integer("n_layers", 2, "Transformer blocks.")
+    _D_HEAD = flags.DEFINE_integer("d_head", 32, "Per-head width (n_heads = d_model / d_head).")
+    _SEQ_LEN = flags.DEFINE_integer("seq_len", 128, "Tokens per sequence.")
+    _BATCH = flags.DEFINE_integer("batch_size", 16, "Sequences per step.")
+    _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute dtype (params float32).")
+    _STEPS = flags.DEFINE_integer("steps", 2, "Timed steps per round and side.")
+    _ROUNDS = flags.DEFINE_integer("rounds", 21, "Interleaved timing rounds.")
     app.run(main)
