@@ -41,7 +41,7 @@ EXIT_FAILED, EXIT_USAGE, EXIT_PREEMPTED = 1, 2, 143
 # checkpoint's config is an error.
 RESUME_MUTABLE = ("logging", "eval.every", "checkpoint", "sharding")
 
-_OPTIMIZERS = tuple(b for b in BASE_OPTIMIZERS if b not in ("factored", "adafactor"))
+_OPTIMIZERS = tuple(BASE_OPTIMIZERS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,6 +109,12 @@ def build(config: ml_collections.ConfigDict) -> Experiment:
     with _section("optimizer"):
         if config.optimizer.name not in _OPTIMIZERS:
             raise ValueError(f"name must be one of {list(_OPTIMIZERS)}, got {config.optimizer.name!r}")
+        zero = [k for k in ("zero_init_readout", "zero_init_query") if getattr(config.model, k)]
+        if config.optimizer.name == "adafactor" and zero:
+            raise ValueError(
+                "adafactor steps by RMS(weight), so a zero-initialized weight barely moves; set "
+                + " and ".join(f"model.{k}=False" for k in zero)
+            )
     with _section("parametrization"):
         p = config.parametrization
         parametrization = Parametrization(
@@ -249,10 +255,11 @@ def _optimizer(
     kwargs: dict[str, Any] = {"weight_decay": o.weight_decay}
     if o.name in ("adam", "adamw"):
         kwargs.update(b1=o.b1, b2=o.b2, eps=o.eps)
-    elif o.name == "adam_atan2":
+    elif o.name in ("adam_atan2", "factored"):
         kwargs.update(b1=o.b1, b2=o.b2)
-    else:  # sgd
+    elif o.name == "sgd":
         kwargs.update(momentum=o.b1)
+    # "adafactor": the paper's algorithm (no momentum, decay 1 - t^-0.8); b1, b2 and eps are unused
     if o.clip_norm < 0:
         raise ValueError(f"clip_norm must be >= 0, got {o.clip_norm!r}")
     optimizer = plan.optimizer(o.name, schedule, **kwargs)

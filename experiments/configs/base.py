@@ -64,10 +64,14 @@ def get_config() -> ml_collections.ConfigDict:
 
     # --- optimizer ---------------------------------------------------------------------------------
     c.optimizer = ml_collections.ConfigDict()
-    c.optimizer.name = "adamw"  # "adam", "adamw", "adam_atan2" or "sgd" (momentum = b1)
+    # "adam" / "adamw" (the same: decoupled decay), "adam_atan2" (no epsilon), "factored" (Adam with
+    # fan-factored second moments), "adafactor" (the paper's: b1, b2, eps unused; steps scale with
+    # RMS(weight), so it needs model.zero_init_readout=zero_init_query=False and an LR near 1e-1)
+    # or "sgd" (momentum b1)
+    c.optimizer.name = "adamw"
     c.optimizer.learning_rate = 3e-3  # the global (peak) LR; per-layer LRs = this * plan multipliers
     c.optimizer.b1 = 0.9  # first-moment decay (momentum for sgd)
-    c.optimizer.b2 = 0.95  # second-moment decay (adamw, adam_atan2)
+    c.optimizer.b2 = 0.95  # second-moment decay (adam, adamw, adam_atan2, factored)
     c.optimizer.eps = 1e-8  # Adam epsilon at the base width (scaled per layer by the plan)
     c.optimizer.weight_decay = 0.0  # decoupled weight decay (AdamW convention: multiplied by the LR)
     c.optimizer.clip_norm = 1.0  # clip the global gradient norm to this; 0 disables
