@@ -78,13 +78,22 @@ def _wait_for_checkpoint(workdir, proc, timeout=120):
 
 
 def test_sigkill_then_restart_equals_uninterrupted_run(tmp_path):
-    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    straight, killed, termed = tmp_path / "straight", tmp_path / "killed", tmp_path / "termed"
     reference = _start(straight, *RESUMABLE)
     victim = _start(killed, *RESUMABLE)
+    preempted = _start(termed, *RESUMABLE)
     _wait_for_checkpoint(killed, victim)
     victim.send_signal(signal.SIGKILL)
     victim.communicate()
     assert victim.returncode == -signal.SIGKILL
+
+    # SIGTERM: finish the step, save, exit 143 with a message saying how to continue
+    _wait_for_checkpoint(termed, preempted)
+    preempted.send_signal(signal.SIGTERM)
+    term_out, term_err = preempted.communicate(timeout=300)
+    assert preempted.returncode == 143, term_err[-2000:]
+    stopped_at = int(term_out.split("stopped by SIGTERM at step ")[1].split(";")[0])
+    assert (termed / "checkpoints" / str(stopped_at)).is_dir() and stopped_at < 120
     out, err = reference.communicate(timeout=300)
     assert reference.returncode == 0, err[-2000:]
     partial = max(r["step"] for r in _records(killed))
