@@ -22,6 +22,7 @@ have the shape and dtype the current model expects, and any failure to read is a
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
@@ -62,7 +63,7 @@ class Checkpointer:
     def __init__(self, directory: str | epath.PathLike, *, max_to_keep: int = 3, async_save: bool = True):
         if int(max_to_keep) != max_to_keep or max_to_keep < 1:
             raise ValueError(f"max_to_keep must be an integer >= 1, got {max_to_keep!r}.")
-        self.directory = epath.Path(directory)
+        self.directory = _absolute(directory)
         options = ocp.CheckpointManagerOptions(
             max_to_keep=int(max_to_keep),
             enable_async_checkpointing=async_save,
@@ -180,6 +181,12 @@ class Checkpointer:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _absolute(directory: str | epath.PathLike) -> epath.Path:
+    """``directory`` as an absolute path (orbax refuses relative ones); URLs such as gs:// are kept."""
+    text = os.fspath(directory)
+    return epath.Path(text if "://" in text else os.path.abspath(text))
 
 
 def config_differences(saved: Mapping, current: Mapping, mutable: Iterable[str] = ()) -> list[str]:

@@ -47,6 +47,19 @@ def test_round_trip_is_exact_and_keeps_last_n(toy, tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
+def test_relative_directory_is_resolved(toy, tmp_path, monkeypatch):
+    """A relative workdir (as ``make run`` passes) saves and restores; orbax itself needs absolute paths."""
+    monkeypatch.chdir(tmp_path)
+    state = _trained_state(toy)
+    with Checkpointer("runs/ckpt", max_to_keep=1) as ckpt:
+        ckpt.save(state, data_state={"pos": 0}, config=CONFIG, plan={"p": [1]})
+        ckpt.wait()
+        restored = ckpt.restore(ckpt.latest_step(), _abstract(state), config=CONFIG)
+    assert ckpt.directory == tmp_path / "runs" / "ckpt"
+    assert (tmp_path / "runs" / "ckpt").is_dir()
+    np.testing.assert_array_equal(jax.tree.leaves(restored.state.params)[0], jax.tree.leaves(state.params)[0])
+
+
 def test_restore_onto_fsdp_mesh(toy, tmp_path):
     state = _trained_state(toy)
     with Checkpointer(tmp_path / "ckpt") as ckpt:
