@@ -192,18 +192,7 @@ def add_decayed_weights_per_param(rates: Any) -> optax.GradientTransformation:
       rates: a float or a pytree of non-negative scalars matching the parameters.
     """
 
-    def init_fn(params):
-        _check_rates(rates, params)
-        return optax.EmptyState()
-
-    def update_fn(updates, state, params=None):
-        if params is None:
-            raise ValueError("add_decayed_weights_per_param needs params: pass params to update().")
-        rate_tree = _as_tree(rates, updates)
-        new = _scalar_tree_map(lambda r, u, p: (u + r * p).astype(u.dtype), rate_tree, updates, params)
-        return new, state
-
-    return optax.GradientTransformation(init_fn, update_fn)
+    return _weight_decay(rates, sign=1.0, name="add_decayed_weights_per_param")
 
 
 def decay_weights_independent_of_lr(rates: Any) -> optax.GradientTransformation:
@@ -216,15 +205,21 @@ def decay_weights_independent_of_lr(rates: Any) -> optax.GradientTransformation:
       rates: a float or a pytree of non-negative scalars matching the parameters.
     """
 
+    return _weight_decay(rates, sign=-1.0, name="decay_weights_independent_of_lr")
+
+
+def _weight_decay(rates: Any, sign: float, name: str) -> optax.GradientTransformation:
+    """``u_l <- u_l + sign * wd_l * param_l``, the shared body of both weight-decay conventions."""
+
     def init_fn(params):
         _check_rates(rates, params)
         return optax.EmptyState()
 
     def update_fn(updates, state, params=None):
         if params is None:
-            raise ValueError("decay_weights_independent_of_lr needs params: pass params to update().")
+            raise ValueError(f"{name} needs params: pass params to update().")
         rate_tree = _as_tree(rates, updates)
-        new = _scalar_tree_map(lambda r, u, p: (u - r * p).astype(u.dtype), rate_tree, updates, params)
+        new = _scalar_tree_map(lambda r, u, p: (u + sign * r * p).astype(u.dtype), rate_tree, updates, params)
         return new, state
 
     return optax.GradientTransformation(init_fn, update_fn)
