@@ -40,17 +40,17 @@ import dataclasses
 import json
 import math
 import os
-import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from absl import app, flags
+
+from experiments.cli import fail, flags_parser
 
 PARAMETRIZATIONS = ("sp", "sp_perlayer", "ntk", "mup", "mfp", "mup_table8")
 OPTIMIZERS = {"adam": "adam", "adam_atan2": "adam", "sgd": "sgd"}  # base optimizer -> LR-exponent family
 MODELS = ("mlp", "transformer")
 MLP_IN_DIM, MLP_CLASSES = 32, 10
-EXIT_USAGE = 2
 
 _PARAMETRIZATION = flags.DEFINE_list(
     "parametrization", ["mup"], f"Comma-separated subset of {','.join(PARAMETRIZATIONS)}."
@@ -328,18 +328,9 @@ def main(argv: Sequence[str]) -> None:
     run(args)
 
 
-def _parse_flags(argv: list[str]) -> list[str]:
-    """absl flag parsing with one-line errors and exit code 2."""
-    try:
-        return flags.FLAGS(argv)
-    except flags.Error as e:
-        _fail(" ".join(str(e).split()))
-
-
-def _fail(message: str):
-    print(f"experiments.coord_check: error: {message}", file=sys.stderr)
-    sys.exit(EXIT_USAGE)
+def _fail(message: str) -> NoReturn:
+    fail("experiments.coord_check", message)
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=_parse_flags)
+    app.run(main, flags_parser=flags_parser("experiments.coord_check"))

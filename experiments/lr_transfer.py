@@ -37,16 +37,16 @@ import dataclasses
 import json
 import math
 import os
-import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from absl import app, flags
 
+from experiments.cli import fail, flags_parser
+
 PARAMETRIZATIONS = ("sp", "sp_perlayer", "ntk", "mup", "mfp")
 OPTIMIZERS = ("adam", "adam_atan2", "sgd", "adafactor")
-EXIT_USAGE = 2
 
 _PARAMETRIZATION = flags.DEFINE_list(
     "parametrization", ["sp", "mup"], f"Comma-separated subset of {','.join(PARAMETRIZATIONS)}."
@@ -424,18 +424,9 @@ def main(argv: Sequence[str]) -> None:
     run(args)
 
 
-def _parse_flags(argv: list[str]) -> list[str]:
-    """absl flag parsing with one-line errors and exit code 2."""
-    try:
-        return flags.FLAGS(argv)
-    except flags.Error as e:
-        _fail(" ".join(str(e).split()))
-
-
-def _fail(message: str):
-    print(f"experiments.lr_transfer: error: {message}", file=sys.stderr)
-    sys.exit(EXIT_USAGE)
+def _fail(message: str) -> NoReturn:
+    fail("experiments.lr_transfer", message)
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=_parse_flags)
+    app.run(main, flags_parser=flags_parser("experiments.lr_transfer"))
