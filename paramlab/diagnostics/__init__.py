@@ -1,4 +1,5 @@
 """paramlab.diagnostics."""
+
 from paramlab.diagnostics.alignment import (
     alignment_exponent,
     alignment_metrics,

@@ -112,19 +112,13 @@ class FanAxesBox(struct.PyTreeNode, meta.AxisMetadata):
 
     def add_axis(self, index: int, params: dict[Any, Any]) -> FanAxesBox:
         shift = lambda axes: tuple(a + 1 if a >= index else a for a in axes)
-        return self.replace(
-            fan_axes=FanAxes(shift(self.fan_axes.fan_in), shift(self.fan_axes.fan_out))
-        )
+        return self.replace(fan_axes=FanAxes(shift(self.fan_axes.fan_in), shift(self.fan_axes.fan_out)))
 
     def remove_axis(self, index: int, params: dict[Any, Any]) -> FanAxesBox:
         if index in self.fan_axes.fan_in or index in self.fan_axes.fan_out:
-            raise ValueError(
-                f"cannot remove fan axis {index} from a parameter boxed with {self.fan_axes}."
-            )
+            raise ValueError(f"cannot remove fan axis {index} from a parameter boxed with {self.fan_axes}.")
         shift = lambda axes: tuple(a - 1 if a > index else a for a in axes)
-        return self.replace(
-            fan_axes=FanAxes(shift(self.fan_axes.fan_in), shift(self.fan_axes.fan_out))
-        )
+        return self.replace(fan_axes=FanAxes(shift(self.fan_axes.fan_in), shift(self.fan_axes.fan_out)))
 
 
 def with_fan_axes(init_fn: Any, fan_in: Sequence[int], fan_out: Sequence[int]) -> Any:
