@@ -13,11 +13,7 @@ from paramlab.diagnostics.coord_check import (
     CoordCheckSetup,
     coord_check,
     coord_check_summary,
-    intermediates_by_module,
-    linen_forward,
-    linen_plan_setup,
     loglog_slope,
-    nnx_plan_setup,
 )
 from paramlab.diagnostics.grad_scale import (
     EpsilonUnderflowWarning,
@@ -29,3 +25,9 @@ from paramlab.diagnostics.grad_scale import (
 )
 from paramlab.diagnostics.plots import plot_coord_check
 from paramlab.diagnostics.sensitivity import lr_sensitivity, lr_sensitivity_table
+from paramlab.diagnostics.setups import (
+    intermediates_by_module,
+    linen_forward,
+    linen_plan_setup,
+    nnx_plan_setup,
+)

@@ -25,8 +25,8 @@ import jax
 import jax.numpy as jnp
 from absl import logging
 
-from paramlab.diagnostics.coord_check import CoordCheckSetup, _check_widths, loglog_slope
-from paramlab.parametrization.spec import flatten_with_paths
+from paramlab.diagnostics.coord_check import CoordCheckSetup, loglog_slope
+from paramlab.optim.common import check_widths, flatten_with_paths
 
 __all__ = [
     "EpsilonUnderflowWarning",
@@ -77,7 +77,7 @@ def measure_grad_rms(
     if not seeds:
         raise ValueError("measure_grad_rms: seeds is empty.")
     table = {}
-    for width in _check_widths(widths):
+    for width in check_widths(widths):
         s = setup(width)
         rms_fn = jax.jit(
             lambda key, b, s=s: grad_rms(jax.grad(lambda p: s.forward(p, b)[0])(s.init(key))),

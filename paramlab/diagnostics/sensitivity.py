@@ -20,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from paramlab.sweep.results import mean_over_seeds, sort_key
+from paramlab.optim.common import sort_key
+from paramlab.sweep.results import mean_over_seeds
 
 __all__ = ["lr_sensitivity", "lr_sensitivity_table"]
 

@@ -16,13 +16,13 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from paramlab.nn.metadata import with_fan_axes
+from paramlab.optim.common import check_choice
 
 __all__ = [
     "ACTIVATIONS",
     "COMPUTE_DTYPES",
     "activation_fn",
     "apply_rotary",
-    "check_choice",
     "check_positive_int",
     "embedding_init",
     "kernel_init",
@@ -43,12 +43,6 @@ def check_positive_int(value: object, name: str) -> None:
     """Raise ``ValueError`` naming ``name`` unless ``value`` is an ``int`` > 0."""
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ValueError(f"{name} must be a positive integer, got {value!r}.")
-
-
-def check_choice(value: object, choices: Sequence[str], name: str) -> None:
-    """Raise ``ValueError`` naming ``name`` unless ``value`` is one of ``choices``."""
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}.")
 
 
 def activation_fn(name: str) -> Callable[[jax.Array], jax.Array]:

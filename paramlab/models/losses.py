@@ -6,7 +6,7 @@ import chex
 import jax
 import jax.numpy as jnp
 
-from paramlab.optim._checks import check_non_negative
+from paramlab.optim.common import check_non_negative
 
 __all__ = ["cross_entropy"]
 

@@ -56,12 +56,12 @@ from paramlab.models.layers import (
     COMPUTE_DTYPES,
     activation_fn,
     apply_rotary,
-    check_choice,
     check_positive_int,
     embedding_init,
     kernel_init,
     zeros_init,
 )
+from paramlab.optim.common import check_choice
 
 __all__ = ["Transformer", "TransformerConfig"]
 

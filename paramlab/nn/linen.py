@@ -22,6 +22,7 @@ from __future__ import annotations
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 from flax import linen as nn
 from flax.linen import meta
 
@@ -55,7 +56,13 @@ def param_shapes(
 
 
 def init(
-    plan: Any, model: nn.Module, rng: jax.Array, *inputs: Any, unbox: bool = True, **init_kwargs: Any
+    plan: Any,
+    model: nn.Module,
+    rng: jax.Array,
+    *inputs: Any,
+    unbox: bool = True,
+    param_dtype: Any = None,
+    **init_kwargs: Any,
 ) -> Any:
     """``model.init(rng, *inputs)`` with the ``"params"`` rescaled by ``plan.rescale_init``.
 
@@ -65,13 +72,25 @@ def init(
       unbox: strip metadata boxes (``FanAxesBox``, ``nn.Partitioned``) so the leaves are plain arrays,
         as optax and ``jax.numpy`` expect (the plan keeps the fan axes); ``False`` keeps them, e.g. to
         read ``nn.get_partition_spec`` first.
+      param_dtype: cast the model's own floating-point parameters to this dtype before the rescale
+        (e.g. ``jnp.float64`` under ``jax.enable_x64``, so the rescale rounds in that dtype).
 
     Other collections are returned unchanged. Runs under ``jax.jit`` (one compiled program instead of
     op-by-op dispatch; the unscaled parameters are never materialised beside the scaled ones).
     """
 
     def init_fn(rng: jax.Array, *xs: Any) -> Any:
-        return plan.rescale_init(model.init(rng, *xs, **init_kwargs))
+        variables = model.init(rng, *xs, **init_kwargs)
+        if param_dtype is not None:
+            variables = {
+                **variables,
+                "params": jax.tree.map(lambda p: _cast(p, param_dtype), variables["params"]),
+            }
+        return plan.rescale_init(variables)
 
     variables = jax.jit(init_fn)(rng, *inputs)
     return meta.unbox(variables) if unbox else variables
+
+
+def _cast(x: Any, dtype: Any) -> Any:
+    return x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x

@@ -1,30 +1,23 @@
-"""Fan-in / fan-out axes of parameters: the per-layer metadata the parametrization engine reads.
-
-A parametrization scales each parameter by how its *fan-in* (the axes a matmul contracts over) and
-*fan-out* (the axes it produces) grow with width. Shapes alone cannot say which axes are which (a
-``(d_model, heads, head_dim)`` query kernel and a ``(heads, head_dim, d_model)`` output kernel both have
-two growing axes), so layers declare them:
+"""Flax Linen metadata for fan axes (:class:`paramlab.optim.FanAxes`): box, declare, split.
 
 * Linen: wrap an initializer with :func:`with_fan_axes`; the parameter is stored boxed in
   :class:`FanAxesBox` (a ``flax.linen.meta.AxisMetadata``), which ``nn.meta.unbox`` strips.
   :func:`split_fan_axes` returns ``(params, fan_axes_tree)``.
 * NNX: pass ``fan_in=..., fan_out=...`` as ``nnx.Param`` metadata (see :mod:`paramlab.nn.nnx`).
 
-Undeclared parameters follow :func:`default_fan_axes`: a vector ``(d,)`` (bias, norm gain) has no
-fan-in and fan-out ``(0,)``; a matrix follows Flax's ``Dense`` kernel ``(in, out)`` and ``Embed``
-table ``(vocab, d_model)`` layouts, fan-in ``(0,)`` and fan-out ``(1,)``; a scalar has neither.
-Tensors of rank >= 3 must be declared: guessing would silently mis-scale attention kernels.
+Undeclared parameters follow :func:`paramlab.optim.fan_axes.default_fan_axes`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
 import jax
 from flax import struct
 from flax.linen import meta
+
+from paramlab.optim.fan_axes import FanAxes, default_fan_axes, resolve_fan_axes
 
 __all__ = [
     "FanAxes",
@@ -34,68 +27,6 @@ __all__ = [
     "split_fan_axes",
     "with_fan_axes",
 ]
-
-
-@dataclasses.dataclass(frozen=True)
-class FanAxes:
-    """Which axes of a parameter are fan-in and which are fan-out; all others are batch axes.
-
-    Attributes:
-      fan_in: axes contracted with the layer's input (e.g. ``(0,)`` for a Dense kernel ``(in, out)``,
-        ``(0, 1)`` for an attention output kernel ``(heads, head_dim, d_model)``).
-      fan_out: axes indexing the layer's output.
-    """
-
-    fan_in: tuple[int, ...] = ()
-    fan_out: tuple[int, ...] = ()
-
-    def __post_init__(self):
-        object.__setattr__(self, "fan_in", tuple(int(a) for a in self.fan_in))
-        object.__setattr__(self, "fan_out", tuple(int(a) for a in self.fan_out))
-        overlap = set(self.fan_in) & set(self.fan_out)
-        if overlap:
-            raise ValueError(f"FanAxes: axes {sorted(overlap)} are both fan-in and fan-out.")
-
-    def validate(self, shape: Sequence[int], path: str = "") -> FanAxes:
-        """Return a copy with non-negative axes, raising ``ValueError`` if any is out of range."""
-        ndim = len(shape)
-        norm = []
-        for group in (self.fan_in, self.fan_out):
-            out = []
-            for axis in group:
-                if not -ndim <= axis < ndim:
-                    raise ValueError(
-                        f"fan axis {axis} is out of range for parameter {path or '<param>'} "
-                        f"of shape {tuple(shape)}."
-                    )
-                out.append(axis % ndim)
-            norm.append(tuple(out))
-        if len(set(norm[0]) | set(norm[1])) != len(norm[0]) + len(norm[1]):
-            raise ValueError(f"fan axes of {path or '<param>'} overlap: {norm}.")
-        return FanAxes(*norm)
-
-    def to_json(self) -> dict[str, list[int]]:
-        return {"fan_in": list(self.fan_in), "fan_out": list(self.fan_out)}
-
-    @classmethod
-    def from_json(cls, data: dict[str, Sequence[int]]) -> FanAxes:
-        return cls(tuple(data["fan_in"]), tuple(data["fan_out"]))
-
-
-def default_fan_axes(shape: Sequence[int], path: str = "") -> FanAxes:
-    """The fan axes assumed for an undeclared parameter (see module docstring)."""
-    ndim = len(shape)
-    if ndim == 0:
-        return FanAxes((), ())
-    if ndim == 1:
-        return FanAxes((), (0,))
-    if ndim == 2:
-        return FanAxes((0,), (1,))
-    raise ValueError(
-        f"parameter {path or '<param>'} has shape {tuple(shape)} (rank {ndim}) and no declared fan "
-        "axes: declare them with paramlab.nn.with_fan_axes (Linen) or nnx.Param(..., fan_in=, "
-        "fan_out=) (NNX)."
-    )
 
 
 class FanAxesBox(struct.PyTreeNode, meta.AxisMetadata):
@@ -159,33 +90,3 @@ def split_fan_axes(tree: Any) -> tuple[Any, Any]:
     values = meta.unbox(tree)
     fan = jax.tree.map(fan_of, tree, is_leaf=_is_box)
     return values, fan
-
-
-def resolve_fan_axes(params: Any, fan_axes: Any | None = None) -> Any:
-    """A tree of validated :class:`FanAxes` for every parameter (declared, else the default rule).
-
-    Raises ``ValueError`` naming the path of a rank >= 3 parameter without declared axes, of an axis
-    out of range, or of a fan-axes tree whose structure differs from the parameters'.
-    """
-    leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
-    if fan_axes is None:
-        declared = [None] * len(leaves)
-    else:
-        declared_leaves, declared_def = jax.tree_util.tree_flatten_with_path(
-            fan_axes, is_leaf=lambda x: x is None or isinstance(x, FanAxes)
-        )
-        param_keys = [jax.tree_util.keystr(p) for p, _ in leaves]
-        declared_keys = [jax.tree_util.keystr(p) for p, _ in declared_leaves]
-        if param_keys != declared_keys:
-            missing = sorted(set(param_keys) - set(declared_keys))
-            extra = sorted(set(declared_keys) - set(param_keys))
-            raise ValueError(
-                f"fan axes tree does not match the parameters: missing {missing[:5]}, extra {extra[:5]}."
-            )
-        declared = [leaf for _, leaf in declared_leaves]
-    resolved = []
-    for (path, leaf), dec in zip(leaves, declared):
-        name = jax.tree_util.keystr(path)
-        shape = tuple(leaf.shape)
-        resolved.append(default_fan_axes(shape, name) if dec is None else dec.validate(shape, name))
-    return jax.tree_util.tree_unflatten(treedef, resolved)

@@ -25,7 +25,7 @@ from typing import Any
 import jax
 from flax import nnx
 
-from paramlab.nn.metadata import FanAxes
+from paramlab.optim.fan_axes import FanAxes
 
 __all__ = ["effective_model", "merge", "param_shapes", "rescale_init"]
 

@@ -1,6 +1,18 @@
-"""paramlab.optim: optax gradient transformations for width-transferable training."""
+"""paramlab.optim: optax gradient transformations for width-transferable training.
+
+Depends on jax, optax and chex only. The named optimizers (:data:`OPTIMIZERS`, :func:`optimizer`)
+are chains of the pieces below with per-leaf LR, epsilon and weight-decay trees.
+"""
 
 from paramlab.optim.adam_atan2 import ScaleByAdamAtan2State, adam_atan2, scale_by_adam_atan2
+from paramlab.optim.alias import (
+    FAMILIES,
+    OPTIMIZERS,
+    WEIGHT_DECAY_MODES,
+    OptimizerEntry,
+    family_of,
+    optimizer,
+)
 from paramlab.optim.atan import atan2_nonneg
 from paramlab.optim.factored import (
     ScaleByFactoredMomentsState,
@@ -8,6 +20,7 @@ from paramlab.optim.factored import (
     relative_step_size,
     scale_by_factored_moments,
 )
+from paramlab.optim.fan_axes import FanAxes, default_fan_axes, resolve_fan_axes
 from paramlab.optim.scaling import (
     ScaleByAdamPerParamEpsState,
     adam_per_param_eps,

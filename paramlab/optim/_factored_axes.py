@@ -5,7 +5,7 @@ A factored estimate (Shazeer & Stern, 2018) keeps two statistics per parameter: 
 over the row group). Every other axis is a batch axis that both statistics keep. Two rules choose the
 groups:
 
-* **Declared fan axes** (:class:`paramlab.nn.FanAxes`): rows = ``fan_in``, columns = ``fan_out``. A
+* **Declared fan axes** (:class:`paramlab.optim.FanAxes`): rows = ``fan_in``, columns = ``fan_out``. A
   ``(d_model, heads, head_dim)`` query kernel with ``fan_in=(0,)``, ``fan_out=(1, 2)`` stores
   ``d_model + heads * head_dim`` numbers; a ``(heads, head_dim, d_model)`` output kernel with
   ``fan_in=(0, 1)``, ``fan_out=(2,)`` likewise. Factored when both groups are non-empty and each holds
@@ -27,9 +27,10 @@ import jax
 import numpy as np
 import optax
 
-from paramlab.nn.metadata import FanAxes
+from paramlab.optim.common import is_absent, resolve_per_leaf
+from paramlab.optim.fan_axes import FanAxes
 
-__all__ = ["FactoredAxes", "is_absent", "leaf_factoring"]
+__all__ = ["FactoredAxes", "leaf_factoring"]
 
 
 class FactoredAxes(NamedTuple):
@@ -46,11 +47,6 @@ class FactoredAxes(NamedTuple):
     def rows_in_r(self) -> tuple[int, ...]:
         """Positions of the row axes inside ``R`` (the parameter's shape with ``cols`` removed)."""
         return tuple(a - sum(c < a for c in self.cols) for a in self.rows)
-
-
-def is_absent(x: Any) -> bool:
-    """``None`` and the ``optax.MaskedNode`` that ``optax.masked`` / ``optax.partition`` leave."""
-    return x is None or isinstance(x, optax.MaskedNode)
 
 
 def optax_rule(shape: tuple[int, ...], min_dim_size_to_factor: int) -> FactoredAxes | None:
@@ -111,7 +107,8 @@ def _declared_fan_axes(tree: Any, fan_axes: Any) -> list[FanAxes | None]:
             continue
         if entry is not None and not isinstance(entry, FanAxes):
             raise ValueError(
-                f"fan_axes{jax.tree_util.keystr(path)} must be a paramlab.nn.FanAxes or None, got {entry!r}."
+                f"fan_axes{jax.tree_util.keystr(path)} must be a paramlab.optim.FanAxes or None, "
+                f"got {entry!r}."
             )
         declared[jax.tree_util.keystr(path)] = entry
     wanted = [jax.tree_util.keystr(path) for path, leaf in flat if not isinstance(leaf, optax.MaskedNode)]
@@ -140,6 +137,7 @@ def leaf_factoring(
         match ``tree``.
     """
     flat = jax.tree_util.tree_flatten_with_path(tree, is_leaf=is_absent)[0]
+    fan_axes = resolve_per_leaf(fan_axes, tree)
     declared = [None] * len(flat) if fan_axes is None else _declared_fan_axes(tree, fan_axes)
     out = []
     for (path, leaf), fan in zip(flat, declared):

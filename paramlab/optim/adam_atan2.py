@@ -34,8 +34,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from paramlab.optim._checks import check_in_unit_interval, check_non_negative, check_positive
 from paramlab.optim.atan import atan2_nonneg
+from paramlab.optim.common import check_in_unit_interval, check_non_negative, check_positive
 
 __all__ = ["ScaleByAdamAtan2State", "adam_atan2", "scale_by_adam_atan2"]
 

@@ -44,13 +44,15 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from paramlab.optim._checks import (
+from paramlab.optim._factored_axes import FactoredAxes, leaf_factoring, static_min_dim
+from paramlab.optim.atan import atan2_nonneg
+from paramlab.optim.common import (
+    check_choice,
     check_in_unit_interval,
     check_non_negative,
     check_positive,
+    is_absent,
 )
-from paramlab.optim._factored_axes import FactoredAxes, is_absent, leaf_factoring, static_min_dim
-from paramlab.optim.atan import atan2_nonneg
 
 __all__ = ["ScaleByFactoredMomentsState", "adafactor", "relative_step_size", "scale_by_factored_moments"]
 
@@ -192,11 +194,6 @@ def _init_leaf(leaf: Any, axes: FactoredAxes | None) -> tuple[Any, Any, Any]:
     return jnp.zeros(row_shape, dtype), jnp.zeros(col_shape, dtype), placeholder
 
 
-def _check_choice(value: Any, choices: tuple[str, ...], name: str) -> None:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {choices}, got {value!r}.")
-
-
 def scale_by_factored_moments(
     decay_rate: float = 0.8,
     decay_schedule: str = "power",
@@ -237,7 +234,8 @@ def scale_by_factored_moments(
         below the smallest width, so every width runs the same algorithm.
       factored: ``False`` keeps every moment in full (RMSProp with the Adafactor decay).
       fan_axes: ``None`` (optax's rule everywhere) or a pytree with the parameters' structure whose
-        leaves are :class:`paramlab.nn.FanAxes` (factor fan-in vs fan-out) or ``None`` (optax's rule),
+        leaves are :class:`paramlab.optim.FanAxes` (factor fan-in vs fan-out) or ``None`` (optax's rule),
+        or a function ``params -> such a tree``,
         e.g. the second output of :func:`paramlab.nn.split_fan_axes`. Under ``optax.partition`` the tree
         of the full parameters may be given.
       mu_dtype: dtype of the first moment; ``None``: the parameters' dtype.
@@ -250,8 +248,8 @@ def scale_by_factored_moments(
       ValueError: naming the argument for an invalid hyperparameter, or the parameter path for fan axes
         out of range / a ``fan_axes`` tree that does not match the parameters (at ``init``).
     """
-    _check_choice(decay_schedule, _SCHEDULES, "decay_schedule")
-    _check_choice(output, _OUTPUTS, "output")
+    check_choice(decay_schedule, _SCHEDULES, "decay_schedule")
+    check_choice(output, _OUTPUTS, "output")
     if decay_schedule == "power":
         check_positive(decay_rate, "decay_rate")
     else:

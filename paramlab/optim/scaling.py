@@ -16,7 +16,9 @@ inside an ordinary ``optax.chain``:
   learning rate), which keeps the equilibrium norm fixed when the learning rate is swept.
 
 The scalar trees must have the same structure as the parameters; a mismatch is a ``ValueError``
-naming the first path that differs.
+naming the first path that differs. Each may also be given as a function ``params -> tree`` (optax's
+``mask`` idiom), called on the tree the transformation sees, so one optimizer serves any layout of
+the same parameters (e.g. inside ``optax.partition``).
 """
 
 from __future__ import annotations
@@ -25,10 +27,16 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
-from paramlab.optim._checks import check_in_unit_interval, check_non_negative, check_scalar_tree
+from paramlab.optim.common import (
+    check_in_unit_interval,
+    check_non_negative,
+    check_scalar_tree,
+    is_absent,
+    is_shared_scalar,
+    resolve_per_leaf,
+)
 
 __all__ = [
     "add_decayed_weights_per_param",
@@ -39,29 +47,14 @@ __all__ = [
 ]
 
 
-def _is_absent(x: Any) -> bool:
-    """``None`` updates and the ``optax.MaskedNode`` that ``optax.masked``/``optax.partition`` leave."""
-    return x is None or isinstance(x, optax.MaskedNode)
-
-
-def _is_shared_scalar(value: Any) -> bool:
-    """A single scalar for every leaf (Python number, 0-d array or tracer) rather than a per-leaf tree.
-
-    ``optax.inject_hyperparams`` turns a float argument into a 0-d array, so arrays count too.
-    """
-    if isinstance(value, (int, float, np.number)):
-        return True
-    return isinstance(value, (np.ndarray, jax.Array)) and np.ndim(value) == 0
-
-
 def _scalar_tree_map(fn, scalars: Any, updates: Any, *rest: Any) -> Any:
     """Map ``fn(scalar, update, *rest)`` over updates, passing ``None``/masked updates through unchanged."""
     return jax.tree.map(
-        lambda u, s, *r: u if _is_absent(u) else fn(s, u, *r),
+        lambda u, s, *r: u if is_absent(u) else fn(s, u, *r),
         updates,
         scalars,
         *rest,
-        is_leaf=_is_absent,
+        is_leaf=is_absent,
     )
 
 
@@ -72,7 +65,7 @@ def _hide_masked(tree: Any, params: Any) -> Any:
     parameters (or subtrees) it does not own; a scalar tree written for the full parameters then has
     entries for them, which are dropped here before the structure check.
     """
-    flat = jax.tree_util.tree_flatten_with_path(params, is_leaf=_is_absent)[0]
+    flat = jax.tree_util.tree_flatten_with_path(params, is_leaf=is_absent)[0]
     hidden = [path for path, leaf in flat if isinstance(leaf, optax.MaskedNode)]
     if not hidden:
         return tree
@@ -93,12 +86,14 @@ def scale_by_tree(multipliers: Any) -> optax.GradientTransformation:
     """
 
     def init_fn(params):
-        check_scalar_tree(_hide_masked(multipliers, params), params, "multipliers")
+        check_scalar_tree(_hide_masked(_as_tree(multipliers, params), params), params, "multipliers")
         return optax.EmptyState()
 
     def update_fn(updates, state, params=None):
         del params
-        scaled = _scalar_tree_map(lambda s, u: (s * u).astype(u.dtype), multipliers, updates)
+        scaled = _scalar_tree_map(
+            lambda s, u: (s * u).astype(u.dtype), _as_tree(multipliers, updates), updates
+        )
         return scaled, state
 
     return optax.GradientTransformation(init_fn, update_fn)
@@ -136,13 +131,13 @@ def scale_by_adam_per_param_eps(
     check_in_unit_interval(b1, "b1")
     check_in_unit_interval(b2, "b2")
     check_non_negative(eps_root, "eps_root")
-    if _is_shared_scalar(eps):
+    if is_shared_scalar(eps):
         check_non_negative(eps, "eps")
     mu_dtype = None if mu_dtype is None else jnp.dtype(mu_dtype)
 
     def init_fn(params):
-        if not _is_shared_scalar(eps):
-            check_scalar_tree(_hide_masked(eps, params), params, "eps", non_negative=True)
+        if not is_shared_scalar(eps):
+            check_scalar_tree(_hide_masked(_as_tree(eps, params), params), params, "eps", non_negative=True)
         mu = optax.tree.zeros_like(params, dtype=mu_dtype)
         nu = optax.tree.zeros_like(params)
         return ScaleByAdamPerParamEpsState(count=jnp.zeros([], jnp.int32), mu=mu, nu=nu)
@@ -226,14 +221,15 @@ def _weight_decay(rates: Any, sign: float, name: str) -> optax.GradientTransform
 
 
 def _as_tree(value: Any, like: Any) -> Any:
-    """Broadcast a shared scalar to a tree shaped like ``like``; return trees unchanged."""
-    if _is_shared_scalar(value):
+    """Broadcast a shared scalar to a tree shaped like ``like``; call ``params -> tree`` functions on
+    ``like``; return trees unchanged."""
+    if is_shared_scalar(value):
         return jax.tree.map(lambda _: value, like)
-    return value
+    return resolve_per_leaf(value, like)
 
 
 def _check_rates(rates: Any, params: Any) -> None:
-    if _is_shared_scalar(rates):
+    if is_shared_scalar(rates):
         check_non_negative(rates, "rates")
     else:
-        check_scalar_tree(_hide_masked(rates, params), params, "rates", non_negative=True)
+        check_scalar_tree(_hide_masked(_as_tree(rates, params), params), params, "rates", non_negative=True)

@@ -17,9 +17,11 @@ from flax import linen, nnx
 
 from paramlab.nn import linen as linen_adapter
 from paramlab.nn import nnx as nnx_adapter
-from paramlab.nn.metadata import resolve_fan_axes
-from paramlab.parametrization.plan import Parametrization, Plan
-from paramlab.parametrization.spec import flatten_with_paths, infer_spec
+from paramlab.optim.common import flatten_with_paths
+from paramlab.optim.fan_axes import resolve_fan_axes
+from paramlab.parametrization.plan import Plan
+from paramlab.parametrization.recipe import Parametrization
+from paramlab.parametrization.spec import infer_spec
 
 __all__ = ["make_plan", "model_shapes"]
 

@@ -40,50 +40,18 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
-import jax
-
-from paramlab.nn.metadata import FanAxes, resolve_fan_axes
+from paramlab.optim.common import flatten_with_paths
+from paramlab.optim.fan_axes import FanAxes, resolve_fan_axes
 from paramlab.parametrization.tables import ROLES
 
-__all__ = ["FIXED", "SPEC_ROLES", "ParamSpec", "flatten_with_paths", "infer_spec", "path_str"]
+__all__ = ["FIXED", "SPEC_ROLES", "ParamSpec", "infer_spec"]
 
 FIXED = "fixed"
 SPEC_ROLES = (*ROLES, FIXED)
 _FIXED_POLICIES = ("error", "vectors", "all")
-
-
-def path_str(keypath: Sequence[Any]) -> str:
-    """``"a/b/0/c"`` from a JAX key path (dict keys, attributes, sequence indices)."""
-    keys = list(keypath)
-    while keys and isinstance(keys[-1], jax.tree_util.GetAttrKey) and keys[-1].name == "value":
-        keys = keys[:-1]  # an nnx.Variable's or a (nested) Linen metadata box's value
-    parts = []
-    for key in keys:
-        if isinstance(key, jax.tree_util.DictKey):
-            parts.append(str(key.key))
-        elif isinstance(key, jax.tree_util.GetAttrKey):
-            parts.append(key.name)
-        elif isinstance(key, jax.tree_util.SequenceKey):
-            parts.append(str(key.idx))
-        elif isinstance(key, jax.tree_util.FlattenedIndexKey):
-            parts.append(str(key.key))
-        else:
-            parts.append(str(key))
-    return "/".join(parts)
-
-
-def flatten_with_paths(tree: Any, what: str = "tree") -> list[tuple[str, Any]]:
-    """``[(path, leaf), ...]`` in flatten order; ``ValueError`` if two leaves share a path."""
-    pairs = [(path_str(p), leaf) for p, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]]
-    seen: set[str] = set()
-    for path, _ in pairs:
-        if path in seen:
-            raise ValueError(f"{what}: two leaves have the same path {path!r}.")
-        seen.add(path)
-    return pairs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -214,14 +182,16 @@ def infer_spec(
         ``"embedding"``, ``"hidden"``, ``"readout"``, ``"fixed"``); every path must exist.
       fixed: which parameters without a width axis are accepted as ``"fixed"``: ``"vectors"``
         (rank <= 1, the default), ``"all"``, or ``"error"`` (none; mark them with ``roles``).
-      integer_ratios: require every width axis's ``target / base`` to be an integer.
+      integer_ratios: require every width axis's ``target / base`` (or, for a target narrower than
+        the base, ``base / target``) to be an integer. Ratios below 1 are legitimate: every formula
+        holds for any ratio, so a plan may shrink a model as well as grow it.
 
     Returns:
       ``{path: ParamSpec}`` in the target tree's flatten order.
 
     Raises:
-      ValueError: naming the path, for trees of different structure or ranks, a base axis larger
-        than the target's, a non-integer ratio (with ``integer_ratios``), an axis that changes
+      ValueError: naming the path, for trees of different structure or ranks, a non-integer ratio
+        (with ``integer_ratios``), an axis that changes
         between base and target but not between base and delta, a width axis that is neither
         fan-in nor fan-out, an unaccepted fixed parameter, an unknown path or role in ``roles``, or
         no width axis anywhere.
@@ -269,15 +239,10 @@ def _infinite_axes(
     infinite = []
     for axis, (d0, dd, d) in enumerate(zip(base, delta, target)):
         if dd != d0:
-            if d0 > d:
+            if integer_ratios and max(d, d0) % min(d, d0):
                 raise ValueError(
-                    f"parameter {path}: axis {axis} is larger at the base width ({d0}) than at the "
-                    f"target ({d}); base shape {base}, target shape {target}."
-                )
-            if integer_ratios and d % d0:
-                raise ValueError(
-                    f"parameter {path}: axis {axis} grows from {d0} (base) to {d}, not an integer "
-                    "multiple (pass integer_ratios=False to allow it)."
+                    f"parameter {path}: axis {axis} goes from {d0} (base) to {d} (target), not an "
+                    "integer ratio either way (pass integer_ratios=False to allow it)."
                 )
             infinite.append(axis)
         elif d != d0:

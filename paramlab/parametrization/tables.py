@@ -67,9 +67,11 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from paramlab.optim import FAMILIES
+
 __all__ = [
     "ALIGNMENTS",
-    "OPTIMIZERS",
+    "FAMILIES",
     "PARAMETRIZATIONS",
     "ROLES",
     "SGD_READOUT",
@@ -84,7 +86,6 @@ __all__ = [
 
 ROLES = ("embedding", "hidden", "readout")
 PARAMETRIZATIONS = ("sp", "ntk", "mup", "mfp", "mup_table8")
-OPTIMIZERS = ("sgd", "adam", "adafactor")
 ALIGNMENTS = ("full", "none")
 SGD_READOUT = ("preserve", "maximal")
 
@@ -221,7 +222,7 @@ def _check_alignment_value(value: Any, what: str) -> float:
 
 def role_exponents(
     name: str,
-    optimizer: str,
+    family: str,
     alignment: Any = "full",
     sgd_readout: str = "preserve",
 ) -> dict[str, RoleExponents]:
@@ -229,14 +230,15 @@ def role_exponents(
 
     Args:
       name: a parametrization (:data:`PARAMETRIZATIONS`).
-      optimizer: ``"sgd"``, ``"adam"`` or ``"adafactor"`` (Adafactor with parameter scaling).
+      family: the optimizer's LR-exponent family, ``"sgd"``, ``"adam"`` or ``"adafactor"``
+        (Adafactor with parameter scaling); :func:`paramlab.optim.family_of` gives an optimizer's.
       alignment: see :func:`alignment_exponents`.
       sgd_readout: ``"preserve"`` or ``"maximal"``: the SGD readout trade-off (module docstring);
         ignored by Adam and Adafactor.
     """
     table = abc(name)
-    if optimizer not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {optimizer!r}; expected one of {list(OPTIMIZERS)}.")
+    if family not in FAMILIES:
+        raise ValueError(f"unknown optimizer family {family!r}; expected one of {list(FAMILIES)}.")
     if sgd_readout not in SGD_READOUT:
         raise ValueError(f"unknown sgd_readout {sgd_readout!r}; expected one of {list(SGD_READOUT)}.")
     align = alignment_exponents(alignment)
@@ -249,7 +251,7 @@ def role_exponents(
         "hidden": Exponent(a_h, r),
         "readout": Exponent(a_r, 0.0),
     }
-    if optimizer == "sgd":
+    if family == "sgd":
         lr = _sgd_lr(a_e, a_h, a_r, r, align, sgd_readout)
     else:
         lr = {
@@ -257,7 +259,7 @@ def role_exponents(
             "hidden": Exponent(align["hidden"] - a_h, 0.0),
             "readout": Exponent(align["readout"] - a_r, 0.0),
         }
-        if optimizer == "adafactor":
+        if family == "adafactor":
             lr = {role: lr[role] - b[role] for role in ROLES}
     return {role: RoleExponents(a[role], b[role], lr[role], grad[role]) for role in ROLES}
 
@@ -279,13 +281,13 @@ def _sgd_lr(
 
 
 def lr_exponents(
-    name: str, optimizer: str, alignment: Any = "full", sgd_readout: str = "preserve"
+    name: str, family: str, alignment: Any = "full", sgd_readout: str = "preserve"
 ) -> dict[str, float]:
     """Table B: ``{role: c}``, the learning rate of a role scaling as ``n^{-c}`` (single width).
 
     Derived by :func:`role_exponents`; see the module docstring for the closed forms.
     """
-    return {role: e.lr.total for role, e in role_exponents(name, optimizer, alignment, sgd_readout).items()}
+    return {role: e.lr.total for role, e in role_exponents(name, family, alignment, sgd_readout).items()}
 
 
 def grad_exponents(name: str) -> dict[str, float]:

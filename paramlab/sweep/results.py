@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from paramlab.optim.common import sort_key
+
 __all__ = [
     "format_table",
     "load_records",
@@ -163,11 +165,6 @@ def _require(record: Mapping[str, Any], keys: Iterable[str]) -> None:
     missing = [k for k in keys if k not in record]
     if missing:
         raise ValueError(f"record {dict(record)!r} lacks the keys {missing}.")
-
-
-def sort_key(key: tuple) -> tuple:
-    """A sort key for group tuples mixing numbers and strings: numbers first, in numeric order."""
-    return tuple((0, v) if isinstance(v, (int, float)) else (1, str(v)) for v in key)
 
 
 def _plain_record(record: Mapping[str, Any]) -> dict[str, Any]:

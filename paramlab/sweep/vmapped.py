@@ -39,6 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from paramlab.optim.common import tree_all_finite
 from paramlab.train.state import TrainState, create_train_state
 from paramlab.train.step import LossFn, make_train_step
 
@@ -173,7 +174,7 @@ def make_sweep_step(
     def member_step(state: TrainState, diverged: jax.Array, batch: Any):
         new, metrics = train_step(state, batch)
         ok = ~diverged & jnp.isfinite(metrics["loss"]) & jnp.isfinite(metrics["grad_norm"])
-        ok &= _tree_all_finite(new.params)
+        ok &= tree_all_finite(new.params)
         new = jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, state)
         metrics = {k: jnp.where(ok, v, jnp.nan).astype(jnp.float32) for k, v in metrics.items()}
         metrics["loss"] = jnp.where(ok, metrics["loss"], jnp.inf)
@@ -359,11 +360,6 @@ def _seed(member: Mapping[str, Any]) -> int:
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"a member's seed must be a non-negative integer, got {seed!r}.")
     return int(seed)
-
-
-def _tree_all_finite(tree: Any) -> jax.Array:
-    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
-    return jnp.stack(leaves).all() if leaves else jnp.asarray(True)
 
 
 def _stack(batches: Sequence[Any]) -> Any:

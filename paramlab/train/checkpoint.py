@@ -31,6 +31,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
+from paramlab.optim.common import path_str
 from paramlab.train.state import TrainingDiverged, TrainState, tree_is_finite
 
 __all__ = ["CheckpointError", "Checkpointer", "Restored", "config_differences"]
@@ -231,25 +232,15 @@ def _json_roundtrip(value: Any, name: str) -> Any:
         raise ValueError(f"{name} must be JSON-serializable: {e}") from e
 
 
-def _path_str(path: tuple) -> str:
-    parts = []
-    for key in path:
-        for attr in ("key", "name", "idx"):
-            if hasattr(key, attr):
-                parts.append(str(getattr(key, attr)))
-                break
-    return "/".join(parts)
-
-
 def _shape_problems(metadata: Any, abstract_state: TrainState) -> list[str]:
     """Differences in paths, shapes and dtypes between saved array metadata and the expected state."""
     tree = getattr(metadata, "tree", metadata)
     saved = {
-        _path_str(p): (tuple(m.shape), np.dtype(m.dtype))
+        path_str(p): (tuple(m.shape), np.dtype(m.dtype))
         for p, m in jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda x: hasattr(x, "shape"))[0]
     }
     expected = {
-        _path_str(p): (tuple(x.shape), np.dtype(x.dtype))
+        path_str(p): (tuple(x.shape), np.dtype(x.dtype))
         for p, x in jax.tree_util.tree_flatten_with_path(abstract_state._asdict())[0]
     }
     problems = []

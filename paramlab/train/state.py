@@ -14,6 +14,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from paramlab.optim.common import tree_all_finite
+
 __all__ = ["TrainState", "TrainingDiverged", "create_train_state", "tree_is_finite"]
 
 
@@ -36,5 +38,4 @@ def create_train_state(params: Any, optimizer: optax.GradientTransformation) -> 
 
 def tree_is_finite(tree: Any) -> bool:
     """Whether every floating-point leaf of ``tree`` is finite (integer leaves are ignored)."""
-    leaves = [x for x in jax.tree.leaves(tree) if jnp.issubdtype(jnp.result_type(x), jnp.inexact)]
-    return all(bool(jnp.all(jnp.isfinite(x))) for x in leaves)
+    return bool(tree_all_finite(tree))

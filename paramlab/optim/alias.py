@@ -1,0 +1,238 @@
+"""The named optimizers, each an ``optax.chain`` that takes per-leaf LR, epsilon and weight-decay trees.
+
+This is paramlab's one optimizer registry: :data:`OPTIMIZERS` maps a name to its preconditioner and
+to the *family* whose learning-rate exponents it follows (``docs/reference.md`` section 2: SGD, Adam,
+or Adafactor with its parameter-scaled steps). The parametrization engine reads the family from here;
+the experiments list their choices from here. :func:`optimizer` builds one::
+
+    chain(preconditioner, [decay], scale_by_tree(lr_scales), -learning_rate, [decay])
+
+with the decay before the learning rate for ``weight_decay_mode="lr_coupled"`` (AdamW:
+``p <- p - eta lr_l (u + wd w_l p)``) and after it for ``"independent"`` (``p <- p - eta lr_l u -
+wd w_l p``). Every per-leaf argument (``lr_scales``, ``eps_scales``, ``weight_decay_scales``,
+``fan_axes``) is a pytree with the parameters' structure or a function ``params -> tree``, as
+optax's ``mask`` arguments are; ``None`` means 1 everywhere (no fan axes: optax's factoring rule).
+
+=============  ==========  ================================================================
+name           family      preconditioner
+=============  ==========  ================================================================
+``adam``       adam        :func:`~paramlab.optim.scale_by_adam_per_param_eps` (``eps * eps_l``)
+``adamw``      adam        the same optimizer (weight decay is always decoupled)
+``adam_atan2`` adam        :func:`~paramlab.optim.scale_by_adam_atan2` (no epsilon; ``a``, ``b``)
+``factored``   adam        Adam with a fan-factored second moment (constant ``b2``, ``b1``)
+``adafactor``  adafactor   the paper's Adafactor core: power decay, clipping at 1, ``RMS(w)`` steps
+``sgd``        sgd         ``optax.trace(momentum, nesterov)`` (none for ``momentum=0``)
+=============  ==========  ================================================================
+"""
+
+from __future__ import annotations
+
+import types
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+import jax
+import optax
+
+from paramlab.optim.adam_atan2 import scale_by_adam_atan2
+from paramlab.optim.common import check_choice, check_in_unit_interval, check_non_negative, resolve_per_leaf
+from paramlab.optim.factored import scale_by_factored_moments
+from paramlab.optim.scaling import (
+    add_decayed_weights_per_param,
+    decay_weights_independent_of_lr,
+    scale_by_adam_per_param_eps,
+    scale_by_tree,
+)
+
+__all__ = ["FAMILIES", "OPTIMIZERS", "WEIGHT_DECAY_MODES", "OptimizerEntry", "family_of", "optimizer"]
+
+FAMILIES = ("sgd", "adam", "adafactor")
+WEIGHT_DECAY_MODES = ("lr_coupled", "independent")
+
+
+_GT = optax.GradientTransformation
+
+
+class OptimizerEntry(NamedTuple):
+    """One registry entry.
+
+    Attributes:
+      family: the learning-rate-exponent family (one of :data:`FAMILIES`).
+      preconditioner: ``(hyperparameters, eps_scales, fan_axes, extra) -> GradientTransformation``.
+      extra: the names of the optimizer's own extra arguments (``base_kwargs`` of a plan).
+    """
+
+    family: str
+    preconditioner: Callable[..., optax.GradientTransformation]
+    extra: tuple[str, ...] = ()
+
+
+class Hyperparameters(NamedTuple):
+    """The shared numeric arguments; ``None`` for ``b1`` / ``b2`` picks the optimizer's own default."""
+
+    b1: Any
+    b2: Any
+    eps: Any
+    eps_root: Any
+    momentum: Any
+    nesterov: bool
+    mu_dtype: Any
+
+
+def _adam(h: Hyperparameters, eps_scales: Any, fan_axes: Any, extra: dict) -> _GT:
+    del fan_axes, extra
+    if eps_scales is None:
+        eps = h.eps
+    else:
+        eps = lambda like: jax.tree.map(lambda e: h.eps * e, resolve_per_leaf(eps_scales, like))
+    b1, b2 = _default(h.b1, 0.9), _default(h.b2, 0.999)
+    return scale_by_adam_per_param_eps(eps, b1=b1, b2=b2, eps_root=h.eps_root, mu_dtype=h.mu_dtype)
+
+
+def _adam_atan2(h: Hyperparameters, eps_scales: Any, fan_axes: Any, extra: dict) -> _GT:
+    del eps_scales, fan_axes
+    b1, b2 = _default(h.b1, 0.9), _default(h.b2, 0.999)
+    return scale_by_adam_atan2(b1=b1, b2=b2, mu_dtype=h.mu_dtype, **extra)
+
+
+def _sgd(h: Hyperparameters, eps_scales: Any, fan_axes: Any, extra: dict) -> _GT:
+    del eps_scales, fan_axes, extra
+    check_in_unit_interval(h.momentum, "momentum")
+    if _is_python_number(h.momentum) and h.momentum == 0:
+        return optax.identity()
+    return optax.trace(decay=h.momentum, nesterov=h.nesterov, accumulator_dtype=h.mu_dtype)
+
+
+def _factored(h: Hyperparameters, eps_scales: Any, fan_axes: Any, extra: dict) -> _GT:
+    del eps_scales
+    options = dict(b1=_default(h.b1, 0.9), decay_schedule="constant", decay_rate=_default(h.b2, 0.999))
+    return scale_by_factored_moments(fan_axes=fan_axes, mu_dtype=h.mu_dtype, **{**options, **extra})
+
+
+def _adafactor(h: Hyperparameters, eps_scales: Any, fan_axes: Any, extra: dict) -> _GT:
+    del eps_scales
+    options: dict[str, Any] = dict(b1=h.b1, clipping_threshold=1.0, multiply_by_parameter_scale=True)
+    if h.b2 is not None:
+        options.update(decay_schedule="constant", decay_rate=h.b2)
+    options.update(extra)
+    if not options["multiply_by_parameter_scale"]:
+        raise ValueError(
+            "'adafactor' follows the Adafactor exponents (c = c_Adam - b), which assume "
+            "multiply_by_parameter_scale=True; without it use 'factored' (Adam family)."
+        )
+    return scale_by_factored_moments(fan_axes=fan_axes, mu_dtype=h.mu_dtype, **options)
+
+
+_FACTORED_EXTRA = (
+    "decay_rate",
+    "decay_schedule",
+    "step_offset",
+    "eps1",
+    "eps2",
+    "clipping_threshold",
+    "multiply_by_parameter_scale",
+    "relative_step",
+    "output",
+    "min_dim_size_to_factor",
+    "factored",
+)
+
+OPTIMIZERS: Mapping[str, OptimizerEntry] = types.MappingProxyType(
+    {
+        "adam": OptimizerEntry("adam", _adam),
+        "adamw": OptimizerEntry("adam", _adam),
+        "adam_atan2": OptimizerEntry("adam", _adam_atan2, ("a", "b")),
+        "factored": OptimizerEntry("adam", _factored, _FACTORED_EXTRA),
+        "adafactor": OptimizerEntry("adafactor", _adafactor, _FACTORED_EXTRA),
+        "sgd": OptimizerEntry("sgd", _sgd),
+    }
+)
+
+
+def family_of(name: str) -> str:
+    """The learning-rate-exponent family of the optimizer called ``name``."""
+    check_choice(name, OPTIMIZERS, "optimizer")
+    return OPTIMIZERS[name].family
+
+
+def optimizer(
+    name: str,
+    learning_rate: optax.ScalarOrSchedule,
+    *,
+    b1: Any = None,
+    b2: Any = None,
+    eps: Any = 1e-8,
+    eps_root: Any = 0.0,
+    momentum: Any = 0.0,
+    nesterov: bool = False,
+    weight_decay: Any = 0.0,
+    mu_dtype: Any = None,
+    lr_scales: Any = None,
+    eps_scales: Any = None,
+    weight_decay_scales: Any = None,
+    weight_decay_mode: str = "lr_coupled",
+    fan_axes: Any = None,
+    **extra: Any,
+) -> optax.GradientTransformation:
+    """The optimizer ``name`` (module table) with per-leaf LR, epsilon and weight-decay factors.
+
+    Args:
+      name: a key of :data:`OPTIMIZERS`.
+      learning_rate: the global LR ``eta`` (a float or an optax schedule).
+      b1: first-moment decay (``None``: 0.9; ``adafactor``: no first moment).
+      b2: second-moment decay (``None``: 0.999; ``adafactor``: the power schedule ``1 - t^-0.8``).
+      eps: Adam's epsilon ``eps_0`` (``adam`` / ``adamw`` only), per leaf ``eps_0 * eps_l``.
+      eps_root: Adam's epsilon inside the square root.
+      momentum, nesterov: SGD momentum (0: plain SGD).
+      weight_decay: the global decay rate ``wd``, per leaf ``wd * w_l``; a Python ``0`` leaves the
+        decay out of the chain.
+      mu_dtype: dtype of the first moment.
+      lr_scales, eps_scales, weight_decay_scales: per-leaf factors ``lr_l``, ``eps_l``, ``w_l``
+        (trees or ``params -> tree``; ``None``: 1).
+      weight_decay_mode: ``"lr_coupled"`` or ``"independent"`` (module docstring).
+      fan_axes: per-leaf :class:`~paramlab.optim.FanAxes` for the factored optimizers.
+      **extra: the optimizer's own arguments (``a``, ``b`` of ``adam_atan2``; the
+        :func:`~paramlab.optim.scale_by_factored_moments` options of ``factored`` / ``adafactor``).
+
+    Works under ``optax.inject_hyperparams(optimizer, static_args="name")``.
+    """
+    check_choice(name, OPTIMIZERS, "optimizer")
+    check_choice(weight_decay_mode, WEIGHT_DECAY_MODES, "weight_decay_mode")
+    check_non_negative(weight_decay, "weight_decay")
+    entry = OPTIMIZERS[name]
+    unknown = sorted(set(extra) - set(entry.extra))
+    if unknown:
+        allowed = list(entry.extra) or "none"
+        raise ValueError(f"optimizer {name!r} takes no argument(s) {unknown}; its own arguments: {allowed}.")
+    if "fan_axes" in extra:
+        raise ValueError("fan_axes is a per-leaf argument of optimizer(), not an extra one.")
+    hyper = Hyperparameters(b1, b2, eps, eps_root, momentum, nesterov, mu_dtype)
+    parts = [entry.preconditioner(hyper, eps_scales, fan_axes, extra)]
+    use_decay = not (_is_python_number(weight_decay) and weight_decay == 0)
+    decay = _decay(weight_decay, weight_decay_scales, weight_decay_mode)
+    coupled = weight_decay_mode == "lr_coupled"
+    if use_decay and coupled:
+        parts.append(decay)
+    if lr_scales is not None:
+        parts.append(scale_by_tree(lr_scales))
+    parts.append(optax.scale_by_learning_rate(learning_rate))
+    if use_decay and not coupled:
+        parts.append(decay)
+    return optax.chain(*parts)
+
+
+def _decay(weight_decay: Any, scales: Any, mode: str) -> optax.GradientTransformation:
+    rates = weight_decay
+    if scales is not None:
+        rates = lambda like: jax.tree.map(lambda w: weight_decay * w, resolve_per_leaf(scales, like))
+    if mode == "lr_coupled":
+        return add_decayed_weights_per_param(rates)
+    return decay_weights_independent_of_lr(rates)
+
+
+def _default(value: Any, default: float) -> Any:
+    return default if value is None else value
+
+
+def _is_python_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)

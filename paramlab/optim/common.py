@@ -1,0 +1,166 @@
+"""Argument checks and pytree helpers shared by every paramlab package (jax, numpy and optax only).
+
+Every check raises a one-line ``ValueError`` naming the argument or parameter path at fault. Checks
+of numbers skip traced values (``optax.inject_hyperparams`` passes hyperparameters as tracers), so a
+transformation validates what it can see at construction time and stays jittable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+__all__ = [
+    "check_choice",
+    "check_in_unit_interval",
+    "check_non_negative",
+    "check_positive",
+    "check_scalar_tree",
+    "check_widths",
+    "flatten_with_paths",
+    "is_absent",
+    "is_shared_scalar",
+    "path_str",
+    "resolve_per_leaf",
+    "sort_key",
+    "tree_all_finite",
+]
+
+
+def check_choice(value: Any, choices: Iterable[str], name: str) -> None:
+    """Require ``value in choices``."""
+    choices = tuple(choices)
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}.")
+
+
+def _is_concrete(value: Any) -> bool:
+    if isinstance(value, (int, float, np.number)) and not isinstance(value, bool):
+        return True
+    if isinstance(value, (np.ndarray, jax.Array)) and np.ndim(value) == 0:
+        return not isinstance(value, jax.core.Tracer)
+    return False
+
+
+def _check(value: Any, name: str, ok: Callable[[float], bool], bound: str) -> None:
+    if _is_concrete(value) and not ok(float(value)):
+        raise ValueError(f"{name} must be {bound}, got {value!r}.")
+
+
+def check_in_unit_interval(value: Any, name: str) -> None:
+    """Require ``0 <= value < 1`` for concrete values (NaN fails every check)."""
+    _check(value, name, lambda v: 0.0 <= v < 1.0, "in [0, 1)")
+
+
+def check_positive(value: Any, name: str) -> None:
+    """Require ``value > 0`` for concrete values."""
+    _check(value, name, lambda v: v > 0.0, "> 0")
+
+
+def check_non_negative(value: Any, name: str) -> None:
+    """Require ``value >= 0`` for concrete values."""
+    _check(value, name, lambda v: v >= 0.0, ">= 0")
+
+
+def check_widths(widths: Sequence[int], name: str = "widths") -> list[int]:
+    """Distinct positive integers, as a list of Python ints."""
+    widths = list(widths)
+    bad = [w for w in widths if isinstance(w, bool) or not isinstance(w, (int, np.integer)) or w < 1]
+    if not widths or bad or len(set(widths)) != len(widths):
+        raise ValueError(f"{name} must be distinct positive integers, got {widths!r}.")
+    return [int(w) for w in widths]
+
+
+def is_absent(x: Any) -> bool:
+    """``None`` and the ``optax.MaskedNode`` that ``optax.masked`` / ``optax.partition`` leave."""
+    return x is None or isinstance(x, optax.MaskedNode)
+
+
+def is_shared_scalar(value: Any) -> bool:
+    """One scalar for every leaf (a Python number, 0-d array or tracer) rather than a per-leaf tree."""
+    if isinstance(value, (int, float, np.number)):
+        return True
+    return isinstance(value, (np.ndarray, jax.Array)) and np.ndim(value) == 0
+
+
+def resolve_per_leaf(value: Any, like: Any) -> Any:
+    """A per-leaf argument given as a tree or as ``params -> tree`` (optax's ``mask`` idiom)."""
+    return value(like) if callable(value) else value
+
+
+def path_str(keypath: Sequence[Any]) -> str:
+    """``"a/b/0/c"`` from a JAX key path (dict keys, attributes, sequence indices).
+
+    A trailing ``.value`` attribute (an ``nnx.Variable``'s or a Linen metadata box's) is dropped, so
+    boxed and unboxed Linen trees, NNX states and flat dicts keyed by such strings name a parameter
+    alike.
+    """
+    keys = list(keypath)
+    while keys and isinstance(keys[-1], jax.tree_util.GetAttrKey) and keys[-1].name == "value":
+        keys = keys[:-1]
+    parts = []
+    for key in keys:
+        for attr in ("key", "name", "idx"):
+            if hasattr(key, attr):
+                parts.append(str(getattr(key, attr)))
+                break
+        else:
+            parts.append(str(key))
+    return "/".join(parts)
+
+
+def flatten_with_paths(tree: Any, what: str = "tree", is_leaf: Any = None) -> list[tuple[str, Any]]:
+    """``[(path, leaf), ...]`` in flatten order; ``ValueError`` if two leaves share a path."""
+    pairs = [(path_str(p), x) for p, x in jax.tree_util.tree_flatten_with_path(tree, is_leaf=is_leaf)[0]]
+    seen: set[str] = set()
+    for path, _ in pairs:
+        if path in seen:
+            raise ValueError(f"{what}: two leaves have the same path {path!r}.")
+        seen.add(path)
+    return pairs
+
+
+def check_scalar_tree(tree: Any, params: Any, name: str, non_negative: bool = False) -> None:
+    """Require ``tree`` to have the structure of ``params`` with scalar leaves (``>= 0`` if asked).
+
+    The ``ValueError`` names the first parameter path whose entry is missing, extra, not a scalar or
+    negative.
+    """
+    flat = lambda t: jax.tree_util.tree_flatten_with_path(t, is_leaf=lambda x: x is None)[0]
+    param_paths = {jax.tree_util.keystr(p): leaf for p, leaf in flat(params)}
+    tree_paths = {jax.tree_util.keystr(p): leaf for p, leaf in flat(tree)}
+    missing = sorted(set(param_paths) - set(tree_paths))
+    extra = sorted(set(tree_paths) - set(param_paths))
+    if missing or extra:
+        raise ValueError(
+            f"{name} does not match the parameters: missing entries for {missing[:5]}, "
+            f"entries for unknown parameters {extra[:5]}."
+        )
+    for path, leaf in tree_paths.items():
+        if np.ndim(leaf) != 0:
+            raise ValueError(
+                f"{name}{path} must be a scalar, got shape {np.shape(leaf)} "
+                f"(parameter shape {np.shape(param_paths[path])})."
+            )
+        if non_negative:
+            check_non_negative(leaf, f"{name}{path}")
+
+
+def tree_all_finite(tree: Any) -> jax.Array:
+    """A boolean scalar: every floating-point leaf of ``tree`` is finite (integer leaves ignored)."""
+    leaves = [
+        jnp.all(jnp.isfinite(x))
+        for x in jax.tree.leaves(tree)
+        if jnp.issubdtype(jnp.result_type(x), jnp.inexact)
+    ]
+    return jnp.stack(leaves).all() if leaves else jnp.asarray(True)
+
+
+def sort_key(key: tuple) -> tuple:
+    """A sort key for tuples mixing numbers and strings: numbers first, in numeric order."""
+    return tuple((0, v) if isinstance(v, (int, float)) else (1, str(v)) for v in key)

@@ -1,0 +1,203 @@
+"""A width parametrization, independent of any model: :class:`Parametrization`.
+
+A parametrization is a name from Table A of ``docs/reference.md`` (its ``(a, b)`` exponents), the
+optimizer it trains with (whose family, from :data:`paramlab.optim.OPTIMIZERS`, fixes the LR
+exponents of Table B), an alignment assumption, per-role constants and a few conventions. Applied to
+a model's specs it becomes a :class:`~paramlab.parametrization.Plan`.
+
+The command-line names of :data:`RECIPES` add one: ``"sp_global"``, the standard parametrization
+with one global learning rate kept as the model grows (the baseline every other recipe is measured
+against); :func:`named_parametrization` builds any of them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from paramlab.optim import OPTIMIZERS, WEIGHT_DECAY_MODES, family_of
+from paramlab.optim.common import check_choice
+from paramlab.parametrization.spec import FIXED, SPEC_ROLES
+from paramlab.parametrization.tables import (
+    PARAMETRIZATIONS,
+    SGD_READOUT,
+    Exponent,
+    RoleExponents,
+    alignment_exponents,
+    role_exponents,
+)
+
+__all__ = [
+    "ATTENTION_SCALES",
+    "CONSTANT_FIELDS",
+    "CONSTANT_KEYS",
+    "EPS_MODES",
+    "LR_MODES",
+    "RECIPES",
+    "Parametrization",
+    "named_parametrization",
+]
+
+LR_MODES = ("per_layer", "global")
+EPS_MODES = ("constant", "per_layer")
+ATTENTION_SCALES = ("sqrt", "linear")
+CONSTANT_KEYS = (*SPEC_ROLES, "vector")
+CONSTANT_FIELDS = ("multipliers", "init_scales", "learning_rates", "weight_decays")
+RECIPES = ("sp_global", *PARAMETRIZATIONS)
+_ZERO = RoleExponents(Exponent(), Exponent(), Exponent(), Exponent())
+# JSON keys of version-1 plans (checkpoints written before the zero-init fields were renamed)
+_RENAMED_KEYS = {"readout_zero_init": "zero_init_readout", "query_zero_init": "zero_init_query"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Parametrization:
+    """A width parametrization, independent of any model.
+
+    Attributes:
+      name: ``"sp"``, ``"ntk"``, ``"mup"``, ``"mfp"`` (Table A of ``docs/reference.md``) or
+        ``"mup_table8"`` (``microsoft/mup``'s form of muP).
+      optimizer: the optimizer it trains with, any name of :data:`paramlab.optim.OPTIMIZERS`
+        (``"adam"``, ``"adamw"``, ``"adam_atan2"``, ``"factored"``, ``"adafactor"``, ``"sgd"``); its
+        :attr:`family` picks the LR exponents.
+      alignment: ``"full"``, ``"none"``, a measured exponent, or per-role measurements
+        (:func:`~paramlab.parametrization.tables.alignment_exponents`).
+      multipliers: per-role constants ``M`` of the forward multipliers (:mod:`.plan`).
+      init_scales: per-role constants ``S`` of the init (0 zeroes a parameter).
+      learning_rates: per-role constants ``G`` of the learning rates.
+      weight_decays: per-role constants ``W`` of the weight decay (0 disables it, e.g. on vectors).
+      lr_mode: ``"per_layer"`` (each role its exponent) or ``"global"`` (one LR).
+      global_lr_exponent: with ``lr_mode="global"``: a number ``c`` or ``"stable"``.
+      eps_mode: ``"constant"`` (``eps_0`` everywhere) or ``"per_layer"`` (``eps_0 * f_g``: epsilon
+        follows each layer's gradient scale, ``docs/reference.md`` section 3).
+      weight_decay_mode: ``"lr_coupled"`` or ``"independent"``.
+      sgd_readout: ``"preserve"`` (Table B) or ``"maximal"``: the SGD readout trade-off
+        (:mod:`~paramlab.parametrization.tables`).
+      zero_init_readout: the plan's init zeroes every readout weight (TP-V's recommendation).
+      zero_init_query: zero the attention query kernel: a model option (the plan cannot tell a
+        query from a key); read it when building the model.
+      attention_scale: ``"sqrt"`` (``1/sqrt(d_head)``) or ``"linear"`` (``1/d_head``, muP's rule when
+        ``d_head`` grows); ``None`` picks ``"linear"`` for muP / MFP and ``"sqrt"`` for SP / NTK. A
+        model option, read it through :attr:`resolved_attention_scale`.
+    """
+
+    name: str
+    optimizer: str
+    alignment: Any = "full"
+    multipliers: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    init_scales: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    learning_rates: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    weight_decays: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    lr_mode: str = "per_layer"
+    global_lr_exponent: float | str = 0.0
+    eps_mode: str = "constant"
+    weight_decay_mode: str = "lr_coupled"
+    sgd_readout: str = "preserve"
+    zero_init_readout: bool = False
+    zero_init_query: bool = False
+    attention_scale: str | None = None
+
+    def __post_init__(self):
+        for field, choices in (
+            ("name", PARAMETRIZATIONS),
+            ("optimizer", OPTIMIZERS),
+            ("lr_mode", LR_MODES),
+            ("eps_mode", EPS_MODES),
+            ("weight_decay_mode", WEIGHT_DECAY_MODES),
+            ("sgd_readout", SGD_READOUT),
+        ):
+            check_choice(getattr(self, field), choices, f"Parametrization.{field}")
+        if self.attention_scale is not None:
+            check_choice(self.attention_scale, ATTENTION_SCALES, "Parametrization.attention_scale")
+        for flag in ("zero_init_readout", "zero_init_query"):
+            if not isinstance(getattr(self, flag), bool):
+                raise ValueError(f"{flag} must be a bool, got {getattr(self, flag)!r}.")
+        object.__setattr__(self, "alignment", _normalize_alignment(self.alignment))
+        for field in CONSTANT_FIELDS:
+            object.__setattr__(self, field, _normalize_constants(getattr(self, field), field))
+        object.__setattr__(self, "global_lr_exponent", _normalize_global(self.global_lr_exponent))
+
+    @property
+    def family(self) -> str:
+        """The LR-exponent family of :attr:`optimizer`: ``"sgd"``, ``"adam"`` or ``"adafactor"``."""
+        return family_of(self.optimizer)
+
+    @property
+    def resolved_attention_scale(self) -> str:
+        """The attention logit scale to build the model with (``"sqrt"`` or ``"linear"``)."""
+        if self.attention_scale is not None:
+            return self.attention_scale
+        return "sqrt" if self.name in ("sp", "ntk") else "linear"
+
+    def exponents(self) -> dict[str, RoleExponents]:
+        """Each role's exponents (``"fixed"``: all zero)."""
+        table = role_exponents(self.name, self.family, self.alignment, self.sgd_readout)
+        return {**table, FIXED: _ZERO}
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-able dict; :meth:`from_json` inverts it exactly."""
+        return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Parametrization:
+        data = {_RENAMED_KEYS.get(k, k): v for k, v in data.items()}
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"Parametrization.from_json: unknown keys {unknown}.")
+        return cls(**data)
+
+
+def named_parametrization(name: str, optimizer: str, **options: Any) -> Parametrization:
+    """The :class:`Parametrization` a recipe name of :data:`RECIPES` stands for.
+
+    ``"sp_global"`` is ``Parametrization("sp", optimizer, lr_mode="global")``; every other name is
+    itself, with its per-layer exponents. ``options`` are further :class:`Parametrization` fields.
+    """
+    check_choice(name, RECIPES, "parametrization")
+    if name == "sp_global":
+        return Parametrization("sp", optimizer, lr_mode="global", **options)
+    return Parametrization(name, optimizer, **options)
+
+
+def _normalize_alignment(alignment: Any) -> Any:
+    alignment_exponents(alignment)  # validates
+    if isinstance(alignment, str):
+        return alignment
+    if isinstance(alignment, Mapping):
+        return {
+            role: float(v) if not isinstance(v, Mapping) else {k: float(x) for k, x in v.items()}
+            for role, v in alignment.items()
+        }
+    return float(alignment)
+
+
+def _normalize_constants(constants: Mapping[str, float], field: str) -> dict[str, float]:
+    if not isinstance(constants, Mapping):
+        raise ValueError(f"Parametrization.{field} must be a mapping, got {constants!r}.")
+    out = {}
+    for key, value in constants.items():
+        if not isinstance(key, str) or not key:
+            raise ValueError(f"Parametrization.{field}: keys must be non-empty strings, got {key!r}.")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"Parametrization.{field}[{key!r}] must be a finite number, got {value!r}.")
+        if value < 0 or (field == "multipliers" and value == 0):
+            bound = "> 0" if field == "multipliers" else ">= 0"
+            raise ValueError(f"Parametrization.{field}[{key!r}] must be {bound}, got {value!r}.")
+        out[key] = float(value)
+    return out
+
+
+def _normalize_global(value: Any) -> float | str:
+    if value == "stable":
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"Parametrization.global_lr_exponent must be a number or 'stable', got {value!r}.")
+    return float(value)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _jsonable(v) for k, v in value.items()}
+    return value
