@@ -1,29 +1,167 @@
-"""Command-line plumbing shared by the flag-driven experiments: one-line usage errors, exit code 2."""
+"""The one command-line style of paramlab's experiments: an ml_collections config file and a few flags.
+
+Every entry point (``experiments.train``, ``experiments.lr_transfer``, ``experiments.coord_check``)
+is ``--config=<file>`` (a ``get_config()`` module under ``experiments/configs/``) with overrides
+``--config.<key>=<value>``, plus the path flags it needs (``--workdir``, ``--out``, ``--data``).
+List-valued keys (widths, learning rates, parametrizations) are comma-separated strings, read with
+:func:`parse_list`: ``--config.widths=64,128,256``.
+
+:func:`run` defines the flags when the program starts (never at import), parses them and turns
+every usage error (a missing file, an unknown key, a bad value) into one line on stderr and exit
+code 2; an unknown key gets a suggestion (``did you mean 'model.d_model'?``).
+"""
 
 from __future__ import annotations
 
+import difflib
+import importlib.util
+import os
 import sys
-from collections.abc import Callable
-from typing import NoReturn
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NoReturn
 
-from absl import flags
+import ml_collections
+from absl import app, flags
+from ml_collections import config_flags
+
+__all__ = ["EXIT_USAGE", "check_positive_ints", "config_path", "fail", "parse_list", "parse_recipes", "run"]
 
 EXIT_USAGE = 2
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 
 
-def fail(program: str, message: str, code: int = EXIT_USAGE) -> NoReturn:
+def config_path(name: str) -> str:
+    """The path of ``experiments/configs/<name>.py`` (a default ``--config``, whatever the cwd)."""
+    return os.path.join(CONFIG_DIR, f"{name}.py")
+
+
+def fail(program: str, message: Any, code: int = EXIT_USAGE) -> NoReturn:
     """Print ``<program>: error: <message>`` as one line on stderr and exit with ``code``."""
     print(f"{program}: error: {' '.join(str(message).split())}", file=sys.stderr)
     sys.exit(code)
 
 
-def flags_parser(program: str) -> Callable[[list[str]], list[str]]:
-    """An ``app.run(flags_parser=...)`` that turns absl flag errors into :func:`fail`."""
+def parse_list(value: Any, kind: type, key: str) -> tuple:
+    """A comma-separated string (or a sequence) of ``kind`` values; ``ValueError`` naming ``key``.
 
-    def parse(argv: list[str]) -> list[str]:
+    An empty string gives an empty tuple.
+    """
+    items = [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else list(value)
+    try:
+        return tuple(kind(v) for v in items)
+    except (TypeError, ValueError):
+        raise ValueError(f"config.{key} must be comma-separated {kind.__name__}s, got {value!r}.") from None
+
+
+def parse_recipes(value: Any, key: str = "parametrization") -> tuple[str, ...]:
+    """Distinct recipe names (:data:`paramlab.parametrization.RECIPES`) from a comma-separated key."""
+    from paramlab.parametrization import RECIPES
+
+    names = parse_list(value, str, key)
+    unknown = [n for n in names if n not in RECIPES]
+    if not names or unknown:
+        raise ValueError(
+            f"config.{key}: unknown {unknown or names or '(empty)'}; choose from {','.join(RECIPES)}."
+        )
+    if len(set(names)) != len(names):
+        raise ValueError(f"config.{key} lists a name twice: {','.join(names)}.")
+    return names
+
+
+def check_positive_ints(config: ml_collections.ConfigDict, keys: Sequence[str]) -> None:
+    """Every ``config.<key>`` is an integer >= 1."""
+    for key in keys:
+        value = config[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"config.{key} must be an integer >= 1, got {value!r}.")
+
+
+def run(
+    program: str,
+    main: Callable[[ml_collections.ConfigDict, Mapping[str, str]], None],
+    *,
+    default_config: str | None,
+    path_flags: Mapping[str, str],
+    required: Sequence[str] = (),
+) -> None:
+    """Define ``--config`` and the ``path_flags`` (name -> help), parse, and call ``main``.
+
+    ``main(config, paths)`` receives the loaded config and ``{flag: value}`` of the path flags
+    (``""`` when not given). A ``ValueError`` it raises is a usage error (one line, exit 2).
+    """
+    config_flag = config_flags.DEFINE_config_file(
+        "config", default_config, "Experiment config file (experiments/configs/*.py)."
+    )
+    holders = {name: flags.DEFINE_string(name, "", text) for name, text in path_flags.items()}
+
+    def start(argv: list[str]) -> None:
+        if len(argv) > 1:
+            fail(program, f"unexpected arguments {argv[1:]}; every option is a --flag")
+        paths = {name: holder.value or "" for name, holder in holders.items()}
+        missing = [f"--{name}" for name in required if not paths[name]]
+        if missing:
+            fail(program, f"{', '.join(missing)} is required")
+        config = _load(program, config_flag)
         try:
-            return flags.FLAGS(argv)
-        except flags.Error as e:
-            fail(program, str(e))
+            main(config, paths)
+        except ValueError as e:
+            fail(program, e)
 
-    return parse
+    app.run(start, flags_parser=lambda argv: _parse(program, argv, default_config))
+
+
+def _load(program: str, config_flag: Any) -> ml_collections.ConfigDict:
+    try:
+        config = config_flag.value
+        if config is None:
+            raise ValueError("--config is required, e.g. --config=experiments/configs/demo.py")
+        config.to_dict()
+    except (OSError, ValueError, AttributeError, KeyError, TypeError) as e:
+        fail(program, _one_line(e))
+    return config
+
+
+def _parse(program: str, argv: list[str], default_config: str | None) -> list[str]:
+    """absl flag parsing with one-line errors and exit code 2 (no traceback, no usage dump)."""
+    config_file = default_config
+    for arg in argv[1:]:
+        if arg.startswith(("--config=", "-config=")):
+            config_file = arg.split("=", 1)[1].split(":", 1)[0]
+            if not os.path.isfile(config_file):
+                fail(program, f"config file {config_file!r} does not exist")
+    try:
+        return flags.FLAGS(argv)
+    except AttributeError as e:  # ml_collections: an override of a key the config does not have
+        key = str(e).strip("\"'")
+        overrides = [
+            a.split("=", 1)[0].removeprefix("--config.") for a in argv[1:] if a.startswith("--config.")
+        ]
+        named = [o for o in overrides if key in o.split(".")] or overrides or [key]
+        fail(program, f"unknown config key {named[0]!r}{_suggestion(named[0], config_file)}")
+    except (flags.Error, OSError, ValueError, KeyError, TypeError, SyntaxError) as e:
+        fail(program, _one_line(e))
+
+
+def _suggestion(key: str, config_file: str | None) -> str:
+    """``"; did you mean 'x'?"`` for the closest key of the config file, or ``""``."""
+    try:
+        spec = importlib.util.spec_from_file_location("_paramlab_config", config_file)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        keys = list(_flat_keys(module.get_config().to_dict()))
+    except Exception:  # noqa: BLE001 - a suggestion is optional; the error itself is already known
+        return ""
+    close = difflib.get_close_matches(key, keys, n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _flat_keys(tree: Mapping[str, Any], prefix: str = "") -> list[str]:
+    keys = []
+    for k, v in tree.items():
+        keys += _flat_keys(v, f"{prefix}{k}.") if isinstance(v, Mapping) else [f"{prefix}{k}"]
+    return keys
+
+
+def _one_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return " ".join(lines[:3]) if lines else type(error).__name__

@@ -2,33 +2,33 @@ r"""Does the learning rate transfer across width? ``python -m experiments.lr_tra
 
 For every parametrization and width, one vmapped sweep (:mod:`paramlab.sweep`) trains a byte-level
 Transformer on the embedded corpus at every learning rate of the grid and every seed, then evaluates
-it on held-out batches. Usage::
+it on held-out batches. Usage (every key is documented in ``experiments/configs/lr_transfer.py``)::
 
-    python -m experiments.lr_transfer --parametrization=sp,mup --optimizer=adam --alignment=full \
-        --widths=64,128,256,512 --lr_grid=1e-4,0.1,2 --steps=200 --seeds=1 --out=runs/lr_transfer
+    python -m experiments.lr_transfer --out=runs/lr_transfer --config.parametrization=sp_global,mup \
+        --config.widths=64,128,256,512 --config.learning_rate_grid=1e-4,0.1,2 --config.steps=200
 
-Writes to ``--out``:
+``--config`` defaults to ``experiments/configs/lr_transfer.py``; ``--data`` names a text file or
+directory instead of the embedded corpus. Writes to ``--out``:
 
 * ``results.json`` / ``results.csv``: one record per (parametrization, width, lr, seed) with keys
   ``parametrization, optimizer, alignment, width, lr, seed, final_loss, diverged`` (and
-  ``initial_loss, train_loss, eval_loss, diverged_step, steps, eps, per_layer_eps``).
+  ``initial_loss, train_loss, eval_loss, diverged_step, steps, eps, eps_mode``).
   ``final_loss`` is the held-out loss after the last step (nats per byte), ``inf`` if diverged.
 * ``lr_transfer.png``: loss against learning rate, one line per width, one panel per parametrization.
 * ``optimal_lr.txt`` / ``optimal_lr.json``: the best learning rate per parametrization and width
   (seed-mean loss), how many grid steps it moves across widths, and the LR sensitivity
   (Wortsman et al.) of each curve. The table is printed too.
 
-With ``--log_alignment`` each record also holds ``alignment/<alpha|omega|u>/<layer>``: the run's
+With ``log_alignment`` each record also holds ``alignment/<alpha|omega|u>/<layer>``: the run's
 alignment exponents after the last step relative to its initialization, measured on two held-out
 sequences (:func:`paramlab.diagnostics.alignment_probe`).
 
-Parametrizations: ``sp`` is standard parametrization with one global learning rate (the baseline);
-``sp_perlayer``, ``ntk``, ``mup`` and ``mfp`` use their per-layer learning-rate exponents for
-``--optimizer`` and ``--alignment`` (Everett et al. 2024, Table B of paramlab's REFERENCE), relative
-to ``--base_width`` where all of them equal the base model. Width is ``d_model``; ``d_ff`` is
-``--ff_ratio * d_model`` and heads grow at fixed ``--d_head``.
+Recipes: ``sp_global`` is standard parametrization with one global learning rate (the baseline);
+``sp``, ``ntk``, ``mup``, ``mfp`` and ``mup_table8`` use their per-layer learning-rate exponents for
+the optimizer's family and the alignment (Everett et al. 2024; Table B of ``docs/reference.md``),
+relative to ``base_width`` where all of them equal the base model.
 
-Exit codes: 0 done; 2 a bad flag (one line on stderr).
+Exit codes: 0 done; 2 a bad flag or config value (one line on stderr).
 """
 
 from __future__ import annotations
@@ -39,48 +39,15 @@ import math
 import os
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
+from typing import Any
 
-from absl import app, flags
+import ml_collections
 
-from experiments.cli import fail, flags_parser
+from experiments import cli
 
-PARAMETRIZATIONS = ("sp", "sp_perlayer", "ntk", "mup", "mfp")
-OPTIMIZERS = ("adam", "adam_atan2", "sgd", "adafactor")
-
-_PARAMETRIZATION = flags.DEFINE_list(
-    "parametrization", ["sp", "mup"], f"Comma-separated subset of {','.join(PARAMETRIZATIONS)}."
-)
-_OPTIMIZER = flags.DEFINE_string("optimizer", "adam", f"One of {', '.join(OPTIMIZERS)}.")
-_ALIGNMENT = flags.DEFINE_string("alignment", "full", "LR-exponent alignment assumption: full or none.")
-_WIDTHS = flags.DEFINE_list("widths", ["64", "128", "256", "512"], "Comma-separated d_model values.")
-_LRS = flags.DEFINE_list("lrs", None, "Comma-separated learning rates (instead of --lr_grid).")
-_LR_GRID = flags.DEFINE_list(
-    "lr_grid", None, "min,max,factor: the log grid min, min*factor, ... <= max (default 1e-4,0.1,2)."
-)
-_STEPS = flags.DEFINE_integer("steps", 200, "Optimizer steps per run.")
-_SEEDS = flags.DEFINE_integer("seeds", 1, "Number of initialization seeds per learning rate (0, 1, ...).")
-_OUT = flags.DEFINE_string("out", None, "Output directory (created if missing).")
-_EPS = flags.DEFINE_float("eps", 1e-8, "Adam epsilon (at the base width with --per_layer_eps).")
-_PER_LAYER_EPS = flags.DEFINE_bool(
-    "per_layer_eps", False, "Scale Adam's epsilon per layer with the gradient scale n^-g (REFERENCE §3)."
-)
-_BASE_WIDTH = flags.DEFINE_integer("base_width", 64, "The width where every parametrization equals SP.")
-_N_LAYERS = flags.DEFINE_integer("n_layers", 2, "Transformer blocks.")
-_D_HEAD = flags.DEFINE_integer("d_head", 16, "Per-head width (fixed; heads = width / d_head).")
-_FF_RATIO = flags.DEFINE_integer("ff_ratio", 4, "d_ff = ff_ratio * width.")
-_SEQ_LEN = flags.DEFINE_integer("seq_len", 64, "Bytes per training sequence.")
-_BATCH_SIZE = flags.DEFINE_integer("batch_size", 8, "Sequences per step.")
-_WARMUP = flags.DEFINE_integer("warmup_steps", 10, "Linear warmup steps, then cosine decay to 10%.")
-_EVAL_BATCHES = flags.DEFINE_integer("eval_batches", 4, "Held-out batches for final_loss.")
-_CORPUS_BYTES = flags.DEFINE_integer("corpus_bytes", 2_000_000, "Bytes of the embedded corpus to read.")
-_DATA_PATH = flags.DEFINE_string("data", "", "A text file or directory instead of the embedded corpus.")
-_STEPS_PER_CALL = flags.DEFINE_integer("steps_per_call", 25, "Steps per compiled call (lax.scan).")
-_ALIGNMENT_PROBE = flags.DEFINE_bool(
-    "log_alignment",
-    False,
-    "Add each run's final alignment exponents (alpha, omega, u per layer) to the records.",
-)
+PROGRAM = "experiments.lr_transfer"
+_POSITIVE = ("steps", "seeds", "base_width", "n_layers", "d_head", "ff_ratio", "seq_len", "batch_size")
+_POSITIVE += ("eval_batches", "max_bytes", "steps_per_call")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,7 +63,7 @@ class Args:
     seeds: int
     out: str
     eps: float
-    per_layer_eps: bool
+    eps_mode: str
     base_width: int
     n_layers: int
     d_head: int
@@ -105,7 +72,7 @@ class Args:
     batch_size: int
     warmup_steps: int
     eval_batches: int
-    corpus_bytes: int
+    max_bytes: int
     data: str
     steps_per_call: int
     log_alignment: bool = False
@@ -114,90 +81,59 @@ class Args:
 def log_grid(low: float, high: float, factor: float) -> tuple[float, ...]:
     """``low, low * factor, low * factor^2, ...`` up to ``high`` (inclusive, relative tolerance 1e-9)."""
     if not (math.isfinite(low) and math.isfinite(high) and low > 0 and high >= low):
-        raise ValueError(f"--lr_grid needs 0 < min <= max, got min={low}, max={high}.")
+        raise ValueError(f"config.learning_rate_grid needs 0 < min <= max, got min={low}, max={high}.")
     if not (math.isfinite(factor) and factor > 1):
-        raise ValueError(f"--lr_grid factor must be > 1, got {factor}.")
+        raise ValueError(f"config.learning_rate_grid factor must be > 1, got {factor}.")
     n = int(math.floor(math.log(high / low) / math.log(factor) + 1e-9)) + 1
     return tuple(low * factor**i for i in range(n))
 
 
-def parse_args() -> Args:
-    """Validate the flags (``ValueError`` naming the flag)."""
-    names = tuple(_PARAMETRIZATION.value or ())
-    unknown = [p for p in names if p not in PARAMETRIZATIONS]
-    if not names or unknown:
-        raise ValueError(
-            f"--parametrization: unknown {unknown or names}; choose from {','.join(PARAMETRIZATIONS)}."
-        )
-    if len(set(names)) != len(names):
-        raise ValueError(f"--parametrization lists a name twice: {','.join(names)}.")
-    if _OPTIMIZER.value not in OPTIMIZERS:
-        raise ValueError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {_OPTIMIZER.value!r}.")
-    if _ALIGNMENT.value not in ("full", "none"):
-        raise ValueError(f"--alignment must be full or none, got {_ALIGNMENT.value!r}.")
-    widths = tuple(_parse_numbers(_WIDTHS.value, int, "--widths"))
+def parse_args(config: ml_collections.ConfigDict, paths: dict[str, str]) -> Args:
+    """Validate the config (``ValueError`` naming the key)."""
+    from paramlab.optim import OPTIMIZERS
+    from paramlab.optim.common import check_choice
+
+    names = cli.parse_recipes(config.parametrization)
+    check_choice(config.optimizer, OPTIMIZERS, "config.optimizer")
+    check_choice(config.alignment, ("full", "none"), "config.alignment")
+    check_choice(config.eps_mode, ("constant", "per_layer"), "config.eps_mode")
+    cli.check_positive_ints(config, _POSITIVE)
+    widths = cli.parse_list(config.widths, int, "widths")
     if not widths or any(w < 1 for w in widths) or len(set(widths)) != len(widths):
-        raise ValueError(f"--widths must be distinct positive integers, got {_WIDTHS.value}.")
-    bad = [w for w in (*widths, _BASE_WIDTH.value) if w % _D_HEAD.value]
+        raise ValueError(f"config.widths must be distinct positive integers, got {config.widths!r}.")
+    bad = [w for w in (*widths, config.base_width) if w % config.d_head]
     if bad:
-        raise ValueError(f"--widths / --base_width {bad} are not divisible by --d_head={_D_HEAD.value}.")
-    if _LRS.value and _LR_GRID.value:
-        raise ValueError("give --lrs or --lr_grid, not both.")
-    if _LRS.value:
-        lrs = tuple(_parse_numbers(_LRS.value, float, "--lrs"))
-        if any(not (math.isfinite(lr) and lr > 0) for lr in lrs):
-            raise ValueError(f"--lrs must be positive numbers, got {_LRS.value}.")
-    else:
-        grid = _parse_numbers(_LR_GRID.value or ["1e-4", "0.1", "2"], float, "--lr_grid")
-        if len(grid) != 3:
-            raise ValueError(f"--lr_grid is min,max,factor, got {_LR_GRID.value}.")
-        lrs = log_grid(*grid)
-    positive = {
-        "--steps": _STEPS.value,
-        "--seeds": _SEEDS.value,
-        "--base_width": _BASE_WIDTH.value,
-        "--n_layers": _N_LAYERS.value,
-        "--d_head": _D_HEAD.value,
-        "--ff_ratio": _FF_RATIO.value,
-        "--seq_len": _SEQ_LEN.value,
-        "--batch_size": _BATCH_SIZE.value,
-        "--eval_batches": _EVAL_BATCHES.value,
-        "--corpus_bytes": _CORPUS_BYTES.value,
-        "--steps_per_call": _STEPS_PER_CALL.value,
-    }
-    for name, value in positive.items():
-        if value < 1:
-            raise ValueError(f"{name} must be >= 1, got {value}.")
-    if not 0 <= _WARMUP.value < _STEPS.value:
-        raise ValueError(f"--warmup_steps must be in [0, --steps), got {_WARMUP.value}.")
-    if not (math.isfinite(_EPS.value) and _EPS.value > 0):
-        raise ValueError(f"--eps must be > 0, got {_EPS.value}.")
-    if not _OUT.value:
-        raise ValueError("--out is required.")
+        raise ValueError(
+            f"config.widths / base_width {bad} are not divisible by config.d_head={config.d_head}."
+        )
+    lrs = _learning_rates(config)
+    if not 0 <= config.warmup_steps < config.steps:
+        raise ValueError(f"config.warmup_steps must be in [0, config.steps), got {config.warmup_steps}.")
+    if not (math.isfinite(config.eps) and config.eps > 0):
+        raise ValueError(f"config.eps must be > 0, got {config.eps}.")
+    fields = {f.name for f in dataclasses.fields(Args)} - {"parametrizations", "widths", "lrs", "out", "data"}
     return Args(
         parametrizations=names,
-        optimizer=_OPTIMIZER.value,
-        alignment=_ALIGNMENT.value,
         widths=tuple(sorted(widths)),
         lrs=tuple(sorted(lrs)),
-        steps=_STEPS.value,
-        seeds=_SEEDS.value,
-        out=_OUT.value,
-        eps=_EPS.value,
-        per_layer_eps=_PER_LAYER_EPS.value,
-        base_width=_BASE_WIDTH.value,
-        n_layers=_N_LAYERS.value,
-        d_head=_D_HEAD.value,
-        ff_ratio=_FF_RATIO.value,
-        seq_len=_SEQ_LEN.value,
-        batch_size=_BATCH_SIZE.value,
-        warmup_steps=_WARMUP.value,
-        eval_batches=_EVAL_BATCHES.value,
-        corpus_bytes=_CORPUS_BYTES.value,
-        data=_DATA_PATH.value,
-        steps_per_call=_STEPS_PER_CALL.value,
-        log_alignment=_ALIGNMENT_PROBE.value,
+        out=paths["out"],
+        data=paths["data"],
+        **{f: config[f] for f in fields},
     )
+
+
+def _learning_rates(config: ml_collections.ConfigDict) -> tuple[float, ...]:
+    if config.learning_rates:
+        lrs = cli.parse_list(config.learning_rates, float, "learning_rates")
+        if not lrs or any(not (math.isfinite(lr) and lr > 0) for lr in lrs):
+            raise ValueError(
+                f"config.learning_rates must be positive numbers, got {config.learning_rates!r}."
+            )
+        return lrs
+    grid = cli.parse_list(config.learning_rate_grid, float, "learning_rate_grid")
+    if len(grid) != 3:
+        raise ValueError(f"config.learning_rate_grid is min,max,factor, got {config.learning_rate_grid!r}.")
+    return log_grid(*grid)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -210,13 +146,6 @@ class Setting:
     apply_fn: Callable[..., Any]  # (params, tokens) -> logits, with the plan's multipliers
 
 
-# --optimizer -> (paramlab base optimizer, its LR-exponent family)
-BASE_OPTIMIZER = {
-    "adam": ("adam", "adam"),
-    "adam_atan2": ("adam_atan2", "adam"),
-    "sgd": ("sgd", "sgd"),
-    "adafactor": ("adafactor", "adafactor"),
-}
 B1, B2, SGD_MOMENTUM = 0.9, 0.95, 0.9
 
 
@@ -238,26 +167,24 @@ def model_config(args: Args, width: int):
 def build_setting(args: Args, parametrization: str, width: int) -> Setting:
     """The model, plan and optimizer factory of one (parametrization, width).
 
-    ``sp`` is SP with ``lr_mode="global"`` (one LR, kept as the width grows); the others use their
-    per-layer exponents. The learning rate follows linear warmup then cosine decay to 10% of the
-    swept peak value; Adam-family optimizers use ``b1=0.9, b2=0.95``, SGD momentum 0.9.
+    The recipe comes from :func:`paramlab.parametrization.named_parametrization`. The learning rate
+    follows linear warmup then cosine decay to 10% of the swept peak value; Adam-family optimizers
+    use ``b1=0.9, b2=0.95``, SGD momentum 0.9.
     """
     import jax
     import jax.numpy as jnp
     import optax
 
     from paramlab.models import Transformer, cross_entropy
-    from paramlab.nn import split_fan_axes
-    from paramlab.parametrization import Parametrization, make_plan
+    from paramlab.nn import linen as linen_adapter
+    from paramlab.parametrization import make_plan, named_parametrization
     from paramlab.train import make_schedule
 
-    base, family = BASE_OPTIMIZER[args.optimizer]
-    recipe = Parametrization(
-        "sp" if parametrization == "sp_perlayer" else parametrization,
-        family,
+    recipe = named_parametrization(
+        parametrization,
+        args.optimizer,
         alignment=args.alignment,
-        lr_mode="global" if parametrization == "sp" else "per_layer",
-        eps_mode="per_layer" if args.per_layer_eps else "constant",
+        eps_mode=args.eps_mode,
         attention_scale="sqrt",
     )
     make_model = lambda w: Transformer(model_config(args, w))
@@ -270,17 +197,16 @@ def build_setting(args: Args, parametrization: str, width: int) -> Setting:
     relative = make_schedule("cosine", 1.0, args.steps, args.warmup_steps, final_fraction=0.1)
 
     def init_params(rng):
-        params = split_fan_axes(model.init(rng, jnp.zeros((1, args.seq_len), jnp.int32)))[0]["params"]
-        return plan.rescale_init(params)
+        return linen_adapter.init(plan, model, rng, jnp.zeros((1, args.seq_len), jnp.int32))["params"]
 
     def loss_fn(params, batch):
         return cross_entropy(apply({"params": params}, batch["inputs"]), batch["targets"])
 
     def optimizer_fn(learning_rate):
-        kwargs = {"momentum": SGD_MOMENTUM} if base == "sgd" else {"b1": B1, "b2": B2, "eps": args.eps}
-        if base == "adam_atan2":
-            kwargs.pop("eps")
-        return optax.chain(plan.optimizer(base, learning_rate, **kwargs), optax.scale_by_schedule(relative))
+        sgd = recipe.family == "sgd"
+        kwargs = {"momentum": SGD_MOMENTUM} if sgd else {"b1": B1, "b2": B2, "eps": args.eps}
+        tx = plan.optimizer(learning_rate=learning_rate, **kwargs)
+        return optax.chain(tx, optax.scale_by_schedule(relative))
 
     return Setting(init_params, loss_fn, optimizer_fn, lambda params, x: apply({"params": params}, x))
 
@@ -292,7 +218,7 @@ def run(args: Args, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
     from paramlab.sweep import product_members, run_sweep, save_records
 
     os.makedirs(args.out, exist_ok=True)
-    corpus = load_corpus(args.data or None, max_bytes=args.corpus_bytes)
+    corpus = load_corpus(args.data or None, max_bytes=args.max_bytes)
     held_out = eval_batches(
         corpus.eval, seq_len=args.seq_len, batch_size=args.batch_size, max_batches=args.eval_batches
     )
@@ -332,7 +258,7 @@ def run(args: Args, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
                         "diverged_step": r["diverged_step"],
                         "steps": r["steps"],
                         "eps": args.eps,
-                        "per_layer_eps": args.per_layer_eps,
+                        "eps_mode": args.eps_mode,
                         **{k: v for k, v in r.items() if k.startswith("alignment/")},
                     }
                 )
@@ -395,7 +321,7 @@ def write_summary(
 
 def _title(args: Args) -> str:
     eps = "atan2 (no eps)" if args.optimizer == "adam_atan2" else f"eps={args.eps:g}"
-    eps += ", per-layer eps" if args.per_layer_eps and args.optimizer != "adam_atan2" else ""
+    eps += ", per-layer eps" if args.eps_mode == "per_layer" and args.optimizer != "adam_atan2" else ""
     return (
         f"{args.optimizer} ({eps}), alignment={args.alignment}, base width {args.base_width}, "
         f"{args.n_layers} layers, {args.steps} steps x {args.batch_size}x{args.seq_len} bytes, "
@@ -403,30 +329,19 @@ def _title(args: Args) -> str:
     )
 
 
-def _parse_numbers(values: Sequence[str], kind: type, flag: str) -> list:
-    try:
-        return [kind(v) for v in values]
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"{flag} must be comma-separated {kind.__name__}s, got {','.join(values)}."
-        ) from None
-
-
-def main(argv: Sequence[str]) -> None:
-    if len(argv) > 1:
-        _fail(f"unexpected arguments {list(argv[1:])}; every option is a --flag")
-    try:
-        args = parse_args()
-        for parametrization in args.parametrizations:  # fail fast on a combination paramlab lacks
-            build_setting(args, parametrization, args.widths[-1]).optimizer_fn(args.lrs[0])
-    except ValueError as e:
-        _fail(" ".join(str(e).split()))
+def main(config: ml_collections.ConfigDict, paths: dict[str, str]) -> None:
+    """Validate, fail fast on a combination paramlab lacks, then run every sweep."""
+    args = parse_args(config, paths)
+    for parametrization in args.parametrizations:
+        build_setting(args, parametrization, args.widths[-1]).optimizer_fn(args.lrs[0])
     run(args)
 
 
-def _fail(message: str) -> NoReturn:
-    fail("experiments.lr_transfer", message)
-
-
 if __name__ == "__main__":
-    app.run(main, flags_parser=flags_parser("experiments.lr_transfer"))
+    cli.run(
+        PROGRAM,
+        main,
+        default_config=cli.config_path("lr_transfer"),
+        path_flags={"out": "Output directory (created if missing).", "data": "A text file or directory."},
+        required=("out",),
+    )

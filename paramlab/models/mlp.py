@@ -36,7 +36,7 @@ class MLPConfig:
       depth: number of hidden layers (>= 1).
       activation: ``"relu"``, ``"gelu"``, ``"silu"`` or ``"tanh"``.
       use_bias: add biases.
-      readout_zero_init: initialise the readout kernel to zeros (muP's recommended option).
+      zero_init_readout: initialise the readout kernel to zeros (muP's recommended option).
     """
 
     in_dim: int
@@ -45,7 +45,7 @@ class MLPConfig:
     depth: int = 2
     activation: str = "relu"
     use_bias: bool = True
-    readout_zero_init: bool = False
+    zero_init_readout: bool = False
 
     def __post_init__(self):
         for name in ("in_dim", "width", "out_dim", "depth"):
@@ -79,7 +79,7 @@ class MLP(nn.Module):
             x = nn.Dense(
                 fan_out,
                 use_bias=cfg.use_bias,
-                kernel_init=kernel_init((0,), (1,), zero=is_readout and cfg.readout_zero_init),
+                kernel_init=kernel_init((0,), (1,), zero=is_readout and cfg.zero_init_readout),
                 bias_init=zeros_init((0,)),
                 name=name,
             )(x)
@@ -99,7 +99,7 @@ class NNXMLP(nnx.Module):
         self.config = config
         self.layer_names = tuple(name for name, _, _ in config.layer_dims())
         for name, fan_in, fan_out in config.layer_dims():
-            zero = name == "readout" and config.readout_zero_init
+            zero = name == "readout" and config.zero_init_readout
             init = nnx.initializers.zeros_init() if zero else nnx.initializers.lecun_normal()
             layer = nnx.Linear(
                 fan_in,

@@ -30,8 +30,9 @@ muP) instead. With ``logits_multiplier=1`` and the ``normal(1.0)`` table, tied l
 std of about ``sqrt(d_model)``.
 
 **Attention** ``softmax(scale * q k^T) v`` with ``scale = attention_multiplier / sqrt(d_head)``
-(``attention_scale="sqrt"``) or ``attention_multiplier / d_head`` (``"linear"``, muP's ``1/d``
-rule; use ``attention_multiplier = sqrt(base d_head)`` to equal ``"sqrt"`` at the base width).
+(``attention_scale="sqrt"``) or ``attention_multiplier * sqrt(attention_base_d_head) / d_head``
+(``"linear"``, muP's ``1/d`` rule, equal to ``"sqrt"`` at ``d_head = attention_base_d_head``; without
+a base head width, plain ``attention_multiplier / d_head``).
 ``d_model`` and ``n_heads * d_head`` are independent sizes (the output projection maps one to the
 other), so a parametrization may grow heads, head width or both.
 
@@ -88,6 +89,8 @@ class TransformerConfig:
       activation: the MLP's activation: ``"gelu"``, ``"relu"``, ``"silu"`` or ``"tanh"``.
       attention_scale: ``"sqrt"`` (``1/sqrt(d_head)``) or ``"linear"`` (``1/d_head``).
       attention_multiplier: constant factor on the attention scale.
+      attention_base_d_head: with ``attention_scale="linear"``, the head width at which the linear
+        scale equals ``1/sqrt(d_head)`` (the tuned proxy's); ``None``: plain ``1/d_head``.
       logits_multiplier: constant factor on the logits (a tied-embedding parametrization sets it).
       zero_init_readout: zero the readout kernel (untied only).
       zero_init_query: zero the query kernel.
@@ -114,6 +117,7 @@ class TransformerConfig:
     activation: str = "gelu"
     attention_scale: str = "sqrt"
     attention_multiplier: float = 1.0
+    attention_base_d_head: int | None = None
     logits_multiplier: float = 1.0
     zero_init_readout: bool = False
     zero_init_query: bool = False
@@ -130,6 +134,8 @@ class TransformerConfig:
         check_choice(self.attention_scale, ("sqrt", "linear"), "attention_scale")
         check_choice(self.attention_implementation, ("xla", "cudnn"), "attention_implementation")
         activation_fn(self.activation)
+        if self.attention_base_d_head is not None:
+            check_positive_int(self.attention_base_d_head, "attention_base_d_head")
         for name in ("attention_multiplier", "logits_multiplier", "rope_theta", "norm_eps"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
@@ -159,8 +165,9 @@ class TransformerConfig:
     @property
     def attention_logit_scale(self) -> float:
         """The factor applied to ``q . k`` before the softmax."""
-        power = 0.5 if self.attention_scale == "sqrt" else 1.0
-        return self.attention_multiplier / self.d_head**power
+        if self.attention_scale == "sqrt":
+            return self.attention_multiplier / self.d_head**0.5
+        return self.attention_multiplier * math.sqrt(self.attention_base_d_head or 1) / self.d_head
 
 
 def _norm(cfg: TransformerConfig, name: str) -> nn.Module:

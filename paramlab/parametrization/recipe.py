@@ -152,12 +152,13 @@ class Parametrization:
 def named_parametrization(name: str, optimizer: str, **options: Any) -> Parametrization:
     """The :class:`Parametrization` a recipe name of :data:`RECIPES` stands for.
 
-    ``"sp_global"`` is ``Parametrization("sp", optimizer, lr_mode="global")``; every other name is
-    itself, with its per-layer exponents. ``options`` are further :class:`Parametrization` fields.
+    ``"sp_global"`` is ``Parametrization("sp", optimizer, lr_mode="global")`` (whatever ``lr_mode``
+    the options give); every other name is itself. ``options`` are further :class:`Parametrization`
+    fields.
     """
     check_choice(name, RECIPES, "parametrization")
     if name == "sp_global":
-        return Parametrization("sp", optimizer, lr_mode="global", **options)
+        return Parametrization("sp", optimizer, **{**options, "lr_mode": "global"})
     return Parametrization(name, optimizer, **options)
 
 

@@ -89,8 +89,8 @@ def test_nnx_params_declare_fan_axes():
         assert (meta["fan_in"], meta["fan_out"]) == expected
 
 
-def test_readout_zero_init():
-    cfg = MLPConfig(in_dim=3, width=8, out_dim=2, readout_zero_init=True)
+def test_zero_init_readout():
+    cfg = MLPConfig(in_dim=3, width=8, out_dim=2, zero_init_readout=True)
     params, _ = _linen_params(cfg)
     assert not np.any(params["readout"]["kernel"])
     assert np.any(params["dense_1"]["kernel"])

@@ -82,7 +82,7 @@ def test_init_std_follows_the_parametrization(name):
 
 def test_transformer_plan_in_a_jitted_step():
     cfg = TransformerConfig(vocab_size=32, d_model=16, n_heads=2, d_head=8, d_ff=32, n_layers=1)
-    parametrization = Parametrization("mup", "adam", readout_zero_init=True, query_zero_init=True)
+    parametrization = Parametrization("mup", "adam", zero_init_readout=True, zero_init_query=True)
 
     def make(w):
         return Transformer(
@@ -93,7 +93,7 @@ def test_transformer_plan_in_a_jitted_step():
                 n_heads=w // 8,
                 attention_scale=parametrization.resolved_attention_scale,
                 attention_multiplier=8**0.5,  # 1/d_head equals 1/sqrt(d_head) at d_head = 8
-                zero_init_query=parametrization.query_zero_init,
+                zero_init_query=parametrization.zero_init_query,
             )
         )
 

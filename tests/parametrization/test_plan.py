@@ -196,8 +196,8 @@ def test_constants_roles_vectors_patterns():
         Plan(_specs(), Parametrization("mup", "adam", learning_rates={"in/*": 2.0, "*/kernel": 1.0}))
 
 
-def test_readout_zero_init_and_model_options():
-    plan = _plan("mup", "adam", readout_zero_init=True)
+def test_zero_init_readout_and_model_options():
+    plan = _plan("mup", "adam", zero_init_readout=True)
     assert _vals(plan, "init") == pytest.approx([0.5, 0.5, 1, 0, 1])
     assert plan.attention_scale == "linear" and _plan("sp", "adam").attention_scale == "sqrt"
     assert _plan("sp", "adam", attention_scale="linear").attention_scale == "linear"
@@ -226,8 +226,8 @@ def test_json_round_trip_is_exact():
         eps_mode="per_layer",
         weight_decay_mode="independent",
         sgd_readout="maximal",
-        readout_zero_init=True,
-        query_zero_init=True,
+        zero_init_readout=True,
+        zero_init_query=True,
         attention_scale="sqrt",
     )
     plan = Plan(_specs(), p)
@@ -258,7 +258,7 @@ def test_describe_lists_every_parameter():
         dict(attention_scale="cubic"),
         dict(multipliers={"readout": 0.0}),
         dict(learning_rates={"hidden": -1.0}),
-        dict(readout_zero_init=1),
+        dict(zero_init_readout=1),
     ],
 )
 def test_bad_parametrization_raises(kwargs):

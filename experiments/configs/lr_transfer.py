@@ -1,0 +1,36 @@
+"""``experiments.lr_transfer``: does the learning rate transfer across width? Every key, documented.
+
+``python -m experiments.lr_transfer --out=runs/lr_transfer [--config.<key>=<value> ...]``; list keys
+are comma-separated strings (``--config.widths=64,128,256``). Width is ``d_model``; ``d_ff`` is
+``ff_ratio * d_model`` and heads grow at fixed ``d_head``.
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    # recipes (paramlab.parametrization.RECIPES): "sp_global" (SP, one global LR: the baseline), "sp",
+    # "ntk", "mup", "mfp", "mup_table8" (per-layer LR exponents for the optimizer and alignment)
+    c.parametrization = "sp_global,mup"
+    c.optimizer = "adam"  # a name of paramlab.optim.OPTIMIZERS; its family picks the LR exponents
+    c.alignment = "full"  # "full" or "none": the LR exponents' alignment assumption
+    c.eps_mode = "constant"  # Adam epsilon: "constant" or "per_layer" (follows the gradient scale)
+    c.eps = 1e-8  # Adam epsilon (at the base width with eps_mode="per_layer")
+    c.widths = "64,128,256,512"  # d_model values (narrower than base_width is allowed)
+    c.base_width = 64  # the width at which every parametrization equals SP
+    c.learning_rates = ""  # the LR grid as a list; "" = learning_rate_grid
+    c.learning_rate_grid = "1e-4,0.1,2"  # min,max,factor: min, min*factor, ... <= max
+    c.steps = 200  # optimizer steps per run
+    c.seeds = 1  # initialization seeds per learning rate (0, 1, ...)
+    c.n_layers = 2  # Transformer blocks
+    c.d_head = 16  # per-head width (fixed; heads = width / d_head)
+    c.ff_ratio = 4  # d_ff = ff_ratio * width
+    c.seq_len = 64  # bytes per training sequence
+    c.batch_size = 8  # sequences per step
+    c.warmup_steps = 10  # linear warmup, then cosine decay to 10%
+    c.eval_batches = 4  # held-out batches for final_loss
+    c.max_bytes = 2_000_000  # bytes of the corpus to read
+    c.steps_per_call = 25  # steps per compiled call (lax.scan)
+    c.log_alignment = False  # add each run's final alignment exponents (alpha, omega, u per layer)
+    return c
