@@ -40,6 +40,7 @@ from paramlab.models import Transformer, TransformerConfig, cross_entropy
 from paramlab.nn import linen as linen_adapter
 from paramlab.parametrization import Parametrization, Plan, infer_spec, make_plan, model_shapes
 from paramlab.sweep.results import format_table
+from paramlab.train import create_train_state, jit_train_step, make_train_step
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,25 +79,22 @@ def _config(cfg: BenchConfig, parametrization: Parametrization) -> TransformerCo
         d_ff=4 * cfg.d_model,
         max_len=cfg.seq_len,
         attention_scale=parametrization.resolved_attention_scale,
-        attention_multiplier=cfg.d_head**0.5,
+        attention_base_d_head=cfg.d_head,
     )
 
 
 def _step_fn(apply, optimizer):
-    def step(params, opt_state, batch):
-        def loss_fn(p):
-            return cross_entropy(apply({"params": p}, batch[:, :-1]), batch[:, 1:])[0]
+    """The train loop's own step (:func:`paramlab.train.make_train_step`), jitted with donation."""
 
-        loss, grads = jax.value_and_grad(loss_fn)(params)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss
+    def loss_fn(params, batch):
+        return cross_entropy(apply({"params": params}, batch[:, :-1]), batch[:, 1:])
 
-    return jax.jit(step, donate_argnums=(0, 1))
+    return jit_train_step(make_train_step(loss_fn, optimizer))
 
 
 def measure_step_overhead(cfg: BenchConfig) -> dict:
     """Median seconds per step with and without the plan (see the module docstring)."""
-    parametrization = Parametrization("mup", "adam", eps_mode="per_layer")
+    parametrization = Parametrization("mup", "adamw", eps_mode="per_layer")
     model_config = _config(cfg, parametrization)
     make_model = lambda w: Transformer(model_config.with_width(**w))
     tokens = jax.ShapeDtypeStruct((cfg.batch_size, cfg.seq_len), jnp.int32)
@@ -120,7 +118,7 @@ def measure_step_overhead(cfg: BenchConfig) -> dict:
     optimizers = {
         "plan": (
             plan.wrap_apply(model.apply),
-            plan.optimizer("adamw", cfg.learning_rate, weight_decay=cfg.weight_decay),
+            plan.optimizer(learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay),
         ),
         "plain": (model.apply, optax.adamw(cfg.learning_rate, weight_decay=cfg.weight_decay)),
     }
@@ -128,24 +126,24 @@ def measure_step_overhead(cfg: BenchConfig) -> dict:
     states, compile_s, per_step = {}, {}, {name: [] for name in sides}
     cost = {}
     for name, (step, optimizer) in sides.items():
-        p = jax.tree.map(jnp.copy, params)
-        analysis = step.lower(p, optimizer.init(p), batches[0]).compile().cost_analysis()
+        state = create_train_state(jax.tree.map(jnp.copy, params), optimizer)
+        analysis = step.lower(state, batches[0]).compile().cost_analysis()
         analysis = analysis[0] if isinstance(analysis, list) else analysis
         cost[name] = {k: float(analysis[k]) for k in ("flops", "bytes accessed") if k in analysis}
         t0 = time.perf_counter()
-        state = step(p, optimizer.init(p), batches[0])
+        state, _ = step(state, batches[0])
         jax.block_until_ready(state)
         compile_s[name] = time.perf_counter() - t0
-        states[name] = state[:2]
+        states[name] = state
     for _ in range(cfg.blocks):
         for name, (step, _) in sides.items():
-            p, s = states[name]
+            state = states[name]
             t0 = time.perf_counter()
             for batch in batches:
-                p, s, loss = step(p, s, batch)
-            jax.block_until_ready((p, s, loss))
+                state, metrics = step(state, batch)
+            jax.block_until_ready((state, metrics))
             per_step[name].append((time.perf_counter() - t0) / len(batches))
-            states[name] = (p, s)
+            states[name] = state
     median = {name: statistics.median(times) for name, times in per_step.items()}
     n_params = sum(x.size for x in jax.tree.leaves(params))
     return {
@@ -163,7 +161,7 @@ def measure_step_overhead(cfg: BenchConfig) -> dict:
 
 def measure_plan_construction(cfg: BenchConfig) -> dict:
     """``make_plan`` wall time for a ~1B-parameter Transformer (abstract shapes only)."""
-    parametrization = Parametrization("mup", "adam", eps_mode="per_layer")
+    parametrization = Parametrization("mup", "adamw", eps_mode="per_layer")
     big = TransformerConfig(
         vocab_size=cfg.big_vocab,
         d_model=cfg.big_d_model,

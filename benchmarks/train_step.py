@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import platform
 import statistics
@@ -36,10 +35,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from absl import app, flags
-from flax import linen as nn
 
 from paramlab.data import BatchIterator, load_corpus
 from paramlab.models import Transformer, TransformerConfig, cross_entropy
+from paramlab.nn import linen as linen_adapter
 from paramlab.parametrization import Parametrization, make_plan
 from paramlab.train import (
     batch_sharding,
@@ -83,7 +82,7 @@ def build(cfg: BenchConfig):
         n_layers=cfg.n_layers,
         d_head=cfg.d_head,
         attention_scale="linear",
-        attention_multiplier=math.sqrt(cfg.d_head),
+        attention_base_d_head=cfg.d_head,
         zero_init_readout=True,
         dtype=cfg.dtype,
         **_widths(cfg.d_model, cfg.d_head),
@@ -91,7 +90,7 @@ def build(cfg: BenchConfig):
     base = max(cfg.d_head, cfg.d_model // 4)
     plan = make_plan(
         lambda w: Transformer(model_config.with_width(**w)),
-        Parametrization("mup", "adam"),
+        Parametrization("mup", "adamw"),
         base=_widths(base, cfg.d_head),
         delta=_widths(2 * base, cfg.d_head),
         target=_widths(cfg.d_model, cfg.d_head),
@@ -99,9 +98,7 @@ def build(cfg: BenchConfig):
     )
     model = Transformer(model_config)
     tokens = jnp.zeros((1, cfg.seq_len), jnp.int32)
-    params = jax.jit(lambda rng: plan.rescale_init(nn.meta.unbox(model.init(rng, tokens)["params"])))(
-        jax.random.key(0)
-    )
+    params = linen_adapter.init(plan, model, jax.random.key(0), tokens)["params"]
     data = BatchIterator(
         load_corpus(max_bytes=1_000_000).train, seq_len=cfg.seq_len, batch_size=cfg.batch_size
     )
@@ -115,7 +112,7 @@ def paramlab_step(cfg: BenchConfig, model, plan, params, batch):
     def loss_fn(p, b):
         return cross_entropy(apply({"params": p}, b["inputs"]), b["targets"])
 
-    optimizer = plan.optimizer("adamw", LR, b1=B1, b2=B2, eps=EPS, weight_decay=WEIGHT_DECAY)
+    optimizer = plan.optimizer(learning_rate=LR, b1=B1, b2=B2, eps=EPS, weight_decay=WEIGHT_DECAY)
     compute_dtype = None if cfg.dtype == "float32" else jnp.dtype(cfg.dtype)
     step = make_train_step(
         loss_fn, optimizer, learning_rate=LR, compute_dtype=compute_dtype, roles=plan.roles(params)
@@ -130,7 +127,11 @@ def paramlab_step(cfg: BenchConfig, model, plan, params, batch):
 
 
 def optax_step(model, params, batch):
-    """``(compiled step, (params, opt_state), batch)``: the plain optax AdamW train step."""
+    """``(compiled step, (params, opt_state), batch)``: the plain optax AdamW train step.
+
+    Written by hand on purpose: it is the independent reference a user would write without paramlab,
+    so the ratio measures everything paramlab's step adds (multipliers, per-leaf scales, metrics).
+    """
     optimizer = optax.adamw(LR, b1=B1, b2=B2, eps=EPS, weight_decay=WEIGHT_DECAY)
 
     def step(state, b):

@@ -254,6 +254,9 @@ class Plan:
         base = self.parametrization.optimizer if base is None else base
         if learning_rate is None:
             raise ValueError("Plan.optimizer: learning_rate is required.")
+        base_kwargs = dict(base_kwargs or {})
+        if "fan_axes" in base_kwargs:
+            raise ValueError("base_kwargs: fan_axes come from the plan's specs; do not pass them.")
         family = optim.family_of(base)
         if family != self.parametrization.family:
             raise ValueError(
@@ -273,7 +276,7 @@ class Plan:
             weight_decay=weight_decay,
             mu_dtype=mu_dtype,
             **self.optimizer_scales(),
-            **dict(base_kwargs or {}),
+            **base_kwargs,
         )
 
     # ---- serialization and display -------------------------------------------------------------

@@ -393,9 +393,9 @@ def test_optimizer_errors():
     plan = _plan("mup", "adam")
     with pytest.raises(ValueError, match="built for 'adam'"):
         plan.optimizer("sgd", 0.1)
-    with pytest.raises(ValueError, match="unknown base"):
+    with pytest.raises(ValueError, match="optimizer must be one of"):
         plan.optimizer("lamb", 0.1)
-    with pytest.raises(ValueError, match="no extra arguments"):
+    with pytest.raises(ValueError, match="takes no argument"):
         plan.optimizer("adam", 0.1, base_kwargs={"foo": 1})
     with pytest.raises(ValueError, match="missing"):
         plan.optimizer("adam", 0.1).init({"h": {"kernel": jnp.zeros((32, 32))}})

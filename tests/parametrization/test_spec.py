@@ -104,7 +104,7 @@ def test_flat_and_nested_trees_give_the_same_paths():
 @pytest.mark.parametrize(
     "base,delta,target,match",
     [
-        (_tree(w=(8, 8)), _tree(w=(16, 16)), _tree(w=(4, 4)), "larger at the base"),
+        (_tree(w=(8, 8)), _tree(w=(16, 16)), _tree(w=(3, 3)), "not an integer"),
         (_tree(w=(8, 8)), _tree(w=(16, 16)), _tree(w=(12, 12)), "not an integer"),
         (_tree(w=(8, 8)), _tree(w=(16, 16)), _tree(v=(16, 16)), "missing"),
         (_tree(w=(8, 8)), _tree(w=(16, 16)), _tree(w=(16, 16, 1)), "rank"),
@@ -130,7 +130,14 @@ def test_errors_name_the_problem(base, delta, target, match):
 
 def test_error_names_path():
     with pytest.raises(ValueError, match="enc/w"):
-        infer_spec({"enc": {"w": _s(8, 8)}}, {"enc": {"w": _s(16, 16)}}, {"enc": {"w": _s(4, 4)}})
+        infer_spec({"enc": {"w": _s(8, 8)}}, {"enc": {"w": _s(16, 16)}}, {"enc": {"w": _s(12, 12)}})
+
+
+def test_target_narrower_than_base():
+    """A width ratio below 1 is legitimate: the multipliers are target / base whichever is larger."""
+    specs = infer_spec(_tree(w=(8, 8), b=(8,)), _tree(w=(16, 16), b=(16,)), _tree(w=(2, 2), b=(2,)))
+    assert specs["w"].role == "hidden" and specs["w"].fan_in_mult == 0.25 == specs["w"].fan_out_mult
+    assert specs["b"].role == "embedding" and specs["b"].width_mult == 0.25
 
 
 def test_integer_ratios_can_be_relaxed():
