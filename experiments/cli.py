@@ -89,9 +89,12 @@ def run(
     ``main(config, paths)`` receives the loaded config and ``{flag: value}`` of the path flags
     (``""`` when not given). A ``ValueError`` it raises is a usage error (one line, exit 2).
     """
-    config_flag = config_flags.DEFINE_config_file(
-        "config", default_config, "Experiment config file (experiments/configs/*.py)."
-    )
+    try:  # with a default file, ml_collections reads it and the overrides' types right here
+        config_flag = config_flags.DEFINE_config_file(
+            "config", default_config, "Experiment config file (experiments/configs/*.py)."
+        )
+    except AttributeError:
+        _unknown_key(program, sys.argv, _config_file(program, sys.argv, default_config))
     holders = {name: flags.DEFINE_string(name, "", text) for name, text in path_flags.items()}
 
     def start(argv: list[str]) -> None:
@@ -121,38 +124,46 @@ def _load(program: str, config_flag: Any) -> ml_collections.ConfigDict:
     return config
 
 
-def _parse(program: str, argv: list[str], default_config: str | None) -> list[str]:
-    """absl flag parsing with one-line errors and exit code 2 (no traceback, no usage dump)."""
+def _config_file(program: str, argv: list[str], default_config: str | None) -> str | None:
+    """The ``--config`` file named on the command line (which must exist), else the default."""
     config_file = default_config
     for arg in argv[1:]:
         if arg.startswith(("--config=", "-config=")):
             config_file = arg.split("=", 1)[1].split(":", 1)[0]
             if not os.path.isfile(config_file):
                 fail(program, f"config file {config_file!r} does not exist")
+    return config_file
+
+
+def _parse(program: str, argv: list[str], default_config: str | None) -> list[str]:
+    """absl flag parsing with one-line errors and exit code 2 (no traceback, no usage dump)."""
+    config_file = _config_file(program, argv, default_config)
     try:
         return flags.FLAGS(argv)
-    except AttributeError as e:  # ml_collections: an override of a key the config does not have
-        key = str(e).strip("\"'")
-        overrides = [
-            a.split("=", 1)[0].removeprefix("--config.") for a in argv[1:] if a.startswith("--config.")
-        ]
-        named = [o for o in overrides if key in o.split(".")] or overrides or [key]
-        fail(program, f"unknown config key {named[0]!r}{_suggestion(named[0], config_file)}")
+    except AttributeError:
+        _unknown_key(program, argv, config_file)
     except (flags.Error, OSError, ValueError, KeyError, TypeError, SyntaxError) as e:
         fail(program, _one_line(e))
 
 
-def _suggestion(key: str, config_file: str | None) -> str:
-    """``"; did you mean 'x'?"`` for the closest key of the config file, or ``""``."""
+def _unknown_key(program: str, argv: list[str], config_file: str | None) -> NoReturn:
+    """ml_collections' error for overriding a key the config does not have, as one line."""
+    overrides = [a.split("=", 1)[0].removeprefix("--config.") for a in argv[1:] if a.startswith("--config.")]
+    known = _flat_keys(_read_config(config_file)) if config_file else []
+    unknown = [o for o in overrides if o not in known] or overrides or ["?"]
+    close = difflib.get_close_matches(unknown[0], known, n=1)
+    fail(program, f"unknown config key {unknown[0]!r}" + (f"; did you mean {close[0]!r}?" if close else ""))
+
+
+def _read_config(config_file: str) -> dict[str, Any]:
+    """The config file's ``get_config()`` as a dict (``{}`` if it cannot be read)."""
     try:
         spec = importlib.util.spec_from_file_location("_paramlab_config", config_file)
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
-        keys = list(_flat_keys(module.get_config().to_dict()))
-    except Exception:  # noqa: BLE001 - a suggestion is optional; the error itself is already known
-        return ""
-    close = difflib.get_close_matches(key, keys, n=1)
-    return f"; did you mean {close[0]!r}?" if close else ""
+        return module.get_config().to_dict()
+    except Exception:  # noqa: BLE001 - only for a suggestion; the error itself is already known
+        return {}
 
 
 def _flat_keys(tree: Mapping[str, Any], prefix: str = "") -> list[str]:

@@ -1,4 +1,4 @@
-"""``python -m experiments.lr_transfer`` end to end at tiny size (a subprocess), and its flag errors."""
+"""``python -m experiments.lr_transfer`` end to end at tiny size (a subprocess), and its config errors."""
 
 import json
 import math
@@ -8,19 +8,22 @@ import sys
 
 import pytest
 
+from experiments import lr_transfer
+from experiments.configs import lr_transfer as default_config
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = [
-    "--widths=16,32",
-    "--base_width=16",
-    "--d_head=8",
-    "--n_layers=1",
-    "--seq_len=8",
-    "--batch_size=2",
-    "--steps=4",
-    "--warmup_steps=1",
-    "--eval_batches=1",
-    "--corpus_bytes=20000",
-    "--steps_per_call=4",
+    "--config.widths=16,32",
+    "--config.base_width=16",
+    "--config.d_head=8",
+    "--config.n_layers=1",
+    "--config.seq_len=8",
+    "--config.batch_size=2",
+    "--config.steps=4",
+    "--config.warmup_steps=1",
+    "--config.eval_batches=1",
+    "--config.max_bytes=20000",
+    "--config.steps_per_call=4",
 ]
 
 
@@ -38,15 +41,16 @@ def _run(*flags, timeout=600):
 
 def test_tiny_run_writes_results_plot_and_table(tmp_path):
     out = tmp_path / "out"
-    proc = _run("--parametrization=sp,mup", "--optimizer=adam", "--lr_grid=1e-3,2e-3,2", "--seeds=2",
-                "--log_alignment", f"--out={out}", *TINY)  # fmt: skip
+    proc = _run("--config.parametrization=sp_global,mup", "--config.optimizer=adam",
+                "--config.learning_rate_grid=1e-3,2e-3,2", "--config.seeds=2", "--config.log_alignment=True",
+                f"--out={out}", *TINY)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     with open(out / "results.json") as f:
         records = json.load(f)
     assert len(records) == 2 * 2 * 2 * 2  # parametrizations x widths x lrs x seeds
     keys = {"parametrization", "optimizer", "width", "lr", "seed", "final_loss", "diverged"}
     assert all(keys <= set(r) for r in records)
-    assert {r["parametrization"] for r in records} == {"sp", "mup"}
+    assert {r["parametrization"] for r in records} == {"sp_global", "mup"}
     assert {r["width"] for r in records} == {16, 32}
     assert sorted({r["lr"] for r in records}) == pytest.approx([1e-3, 2e-3])
     assert {r["seed"] for r in records} == {0, 1}
@@ -62,23 +66,51 @@ def test_tiny_run_writes_results_plot_and_table(tmp_path):
     assert "best_lr" in proc.stdout
     with open(out / "optimal_lr.json") as f:
         optimal = json.load(f)
-    assert len(optimal["optimal"]) == 4 and set(optimal["shift_grid_steps"]) == {"sp", "mup"}
+    assert len(optimal["optimal"]) == 4 and set(optimal["shift_grid_steps"]) == {"sp_global", "mup"}
 
 
 @pytest.mark.parametrize(
-    "flag, message",
+    "key, value, message",
     [
-        ("--parametrization=sp,xyz", "--parametrization"),
-        ("--optimizer=lion", "--optimizer"),
-        ("--alignment=half", "--alignment"),
-        ("--widths=64,abc", "--widths"),
-        ("--lr_grid=1e-3,1e-4,2", "--lr_grid"),
-        ("--steps=zero", "steps"),
-        ("--no_such_flag=1", "no_such_flag"),
+        ("parametrization", "sp_global,xyz", "config.parametrization"),
+        ("parametrization", "sp_perlayer", "config.parametrization"),
+        ("optimizer", "lion", "config.optimizer"),
+        ("alignment", "half", "config.alignment"),
+        ("widths", "64,abc", "config.widths"),
+        ("widths", "32,64", None),
+        ("learning_rate_grid", "1e-3,1e-4,2", "config.learning_rate_grid"),
+        ("learning_rates", "1e-3,-1", "config.learning_rates"),
+        ("steps", 0, "config.steps"),
+        ("eps_mode", "huge", "config.eps_mode"),
     ],
 )
-def test_bad_flags_exit_2_with_one_line(tmp_path, flag, message):
-    proc = _run(f"--out={tmp_path}", flag, timeout=60)
+def test_config_values_are_checked(key, value, message):
+    config = default_config.get_config()
+    config[key] = value
+    if message is None:
+        assert lr_transfer.parse_args(config, {"out": "x", "data": ""}).widths == (32, 64)
+    else:
+        with pytest.raises(ValueError, match=message):
+            lr_transfer.parse_args(config, {"out": "x", "data": ""})
+
+
+def test_learning_rates_list_beats_the_grid():
+    config = default_config.get_config()
+    config.learning_rates = "0.01,0.001"
+    assert lr_transfer.parse_args(config, {"out": "x", "data": ""}).lrs == (0.001, 0.01)
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--config.steps=zero"], "steps"),
+        (["--config.optimizer=lion"], "config.optimizer"),
+        (["--config.lr_grid=1,2,3"], "unknown config key 'lr_grid'"),
+        (["--no_such_flag=1"], "no_such_flag"),
+    ],
+)
+def test_bad_command_lines_exit_2_with_one_line(tmp_path, flags, message):
+    proc = _run(f"--out={tmp_path}", *flags, timeout=60)
     assert proc.returncode == 2
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and message in lines[0] and "Traceback" not in proc.stderr

@@ -132,7 +132,8 @@ def test_sigkill_then_restart_equals_uninterrupted_run(tmp_path):
 
 
 BAD_COMMAND_LINES = [
-    (["--config.model.no_such_key=1"], "unknown config key 'no_such_key'"),
+    (["--config.model.no_such_key=1"], "unknown config key 'model.no_such_key'"),
+    (["--config.model.d_modle=64"], "did you mean 'model.d_model'?"),
     (["--config.train.steps=abc"], "--config.train.steps=abc"),
     (["--config.model.norm=batch"], "config.model: norm must be one of"),
     (["--config.parametrization.name=xp"], "config.parametrization"),
