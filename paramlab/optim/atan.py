@@ -9,13 +9,11 @@ costs about ten divisions in XLA) reduces to one division and an odd polynomial:
   with ``y = 1e30``, ``x = 1e-30`` would).
 * **Range reduction.** For ``|y| <= x``: ``atan2(y, x) = sign(y) * atan(t)``; for ``|y| > x``:
   ``atan2(y, x) = sign(y) * (pi/2 - atan(t))`` (``atan(1/u) = pi/2 - atan(u)`` for ``u > 0``).
-* **Minimax polynomial.** On ``[0, 1]``, ``atan(t) ~= t * P(t^2)`` with ``P`` of degree 6 (an odd
-  polynomial of degree 13). The coefficients were fitted for paramlab by the Remez exchange algorithm
-  for the smallest maximum absolute error under the constraint ``P(1) = pi/4``: the approximation is
-  exact at ``t = 1``, so the two branches meet without a jump at ``|y| = x`` (where Adam-atan2's
-  first step lands). The maximum error is ``2.634e-7`` in exact arithmetic; evaluated by Horner's
-  rule in float32 the total error against float64 ``atan2`` stays below ``5e-7`` (requirement:
-  ``2e-6``).
+* **Minimax polynomial** (``docs/reference.md`` §4). On ``[0, 1]``, ``atan(t) ~= t * P(t^2)`` with
+  ``P`` of degree 6, fitted by the Remez exchange algorithm for the smallest maximum absolute error
+  under ``P(1) = pi/4`` (exact at ``t = 1``, where Adam-atan2's first step lands, so the branches meet
+  without a jump): ``2.634e-7`` in exact arithmetic, below ``5e-7`` by Horner's rule in float32.
+  ``python scripts/fit_atan.py`` regenerates the coefficients.
 
 Special cases: ``atan2(0, 0) = 0`` (no NaN), ``atan2(y, 0) = sign(y) * pi/2``, ``atan2(+-inf, inf) =
 +-pi/4``, ``atan2(y, inf) = 0`` and ``atan2(+-inf, x) = +-pi/2`` for finite ``x``; NaN propagates.

@@ -106,3 +106,20 @@ def test_branches_meet_continuously_at_equal_magnitudes():
     np.testing.assert_allclose(at, np.pi / 4, rtol=0, atol=1e-15)
     assert np.all(above - below < 1e-11)
     assert np.all(above >= below)
+
+
+def test_coefficients_are_regenerated_by_the_committed_fit():
+    """scripts/fit_atan.py (Remez exchange under P(1) = pi/4) reproduces the shipped polynomial."""
+    import importlib.util
+    import pathlib
+
+    from paramlab.optim import atan
+
+    path = pathlib.Path(__file__).resolve().parents[2] / "scripts" / "fit_atan.py"
+    spec = importlib.util.spec_from_file_location("fit_atan", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    coefficients, max_error = module.fit()
+    np.testing.assert_allclose(coefficients, atan._ATAN_COEFFS, rtol=0, atol=1e-10)
+    assert max_error == pytest.approx(2.634e-7, rel=1e-3)
+    assert sum(atan._ATAN_COEFFS) == pytest.approx(np.pi / 4, abs=1e-15)
