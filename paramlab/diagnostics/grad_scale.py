@@ -1,7 +1,7 @@
 """Gradient scale per layer across widths, its exponent ``g_l``, and Adam-epsilon underflow.
 
 At initialisation the gradient entries of layer ``l`` scale as ``n^{-g_l}`` with width ``n``
-(paramlab REFERENCE section 3; Everett et al., 2024, arXiv 2407.05872, section 4): for
+(``docs/reference.md`` section 3; Everett et al., 2024, arXiv 2407.05872, section 4): for
 (embedding, hidden, readout) SP ``(1/2, 1/2, 0)``, NTK ``(1/2, 1, 1/2)``, muP ``(1/2, 1, 1/2)``, MFP
 ``(1, 3/2, 1)``. :func:`grad_rms` measures ``RMS(dL/dw)`` of every parameter (jittable, for logging
 during training too), :func:`measure_grad_rms` does it at init over several widths and
@@ -139,7 +139,7 @@ def epsilon_underflow(
       rms: ``{path: gradient RMS}`` (:func:`grad_rms`; arrays or floats).
       eps: one epsilon for every layer, or a tree / ``{path: eps}`` of per-layer values covering
         every path of ``rms`` (e.g. ``eps_0 (n/n0)^{-g_l}``).
-      factor: the margin (``> 0``); REFERENCE section 3 flags ``RMS <~ 10 eps``.
+      factor: the margin (``> 0``); ``docs/reference.md`` section 3 flags ``RMS <~ 10 eps``.
 
     Returns:
       ``{path: {"rms": rms, "eps": eps, "ratio": rms / eps}}`` of the offending layers, in the order

@@ -1,6 +1,6 @@
 """Adam-atan2: Adam whose division by the RMS is replaced by a bounded, scale-free arctangent.
 
-With gradients ``g_t``, decays ``b1, b2`` and constants ``a, b > 0`` (paramlab REFERENCE section 4;
+With gradients ``g_t``, decays ``b1, b2`` and constants ``a, b > 0`` (``docs/reference.md`` section 4;
 Everett et al., 2024, "Scaling Exponents Across Parameterizations and Optimizers", section on
 epsilon)::
 

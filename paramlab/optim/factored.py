@@ -1,7 +1,7 @@
 """Factored second moments (Adafactor) over each parameter's fan-in and fan-out axis groups.
 
-Shazeer & Stern (2018), "Adafactor: Adaptive Learning Rates with Sublinear Memory Cost" (paramlab
-REFERENCE section 5). For a gradient ``G`` whose axes split into a row group ``A``, a column group ``B``
+Shazeer & Stern (2018), "Adafactor: Adaptive Learning Rates with Sublinear Memory Cost", arXiv
+1804.04235 (``docs/reference.md`` section 5). For a gradient ``G`` whose axes split into a row group ``A``, a column group ``B``
 and batch axes (see :mod:`paramlab.optim._factored_axes`: declared fan-in / fan-out axes, else optax's
 two-largest-axes rule), with ``t`` the step (1 at the first update)::
 
@@ -22,7 +22,7 @@ two-largest-axes rule), with ``t`` the step (1 at the first update)::
 * ``rho_t = min(1e-2, 1 / sqrt(max(t - step_offset, 1)))`` (the paper's relative step).
 * Unfactored leaves (vectors, norm gains, biases, small matrices) keep ``V_t = b_t V + (1 - b_t)(G^2 +
   eps1)`` in full.
-* ``output="atan2"`` replaces the division by Adam-atan2's arctangent (REFERENCE section 4; the
+* ``output="atan2"`` replaces the division by Adam-atan2's arctangent (``docs/reference.md`` §4; the
   fused :func:`paramlab.optim.atan.atan2_nonneg`): bounded by ``pi/2``, unchanged when all gradients are
   multiplied by ``s > 0`` and independent of ``eps1`` (which is not added in this mode; zero gradients
   give zero updates). The squares are formed in float32, which bounds the scale-free range to gradients

@@ -1,58 +1,25 @@
 """A parametrization applied to a model: per-parameter init, forward multiplier, LR, epsilon, decay.
 
-:class:`~paramlab.parametrization.Parametrization` is the model-independent recipe (a name from
-Table A of ``docs/reference.md``, the optimizer and alignment that fix the LR exponents, per-role
-constants and conventions). :class:`Plan` joins it
-with a model's specs (:func:`~paramlab.parametrization.infer_spec`) and computes, for every
-parameter with fan-in / fan-out multipliers ``mu_in``, ``mu_out`` (target / base) and the role's
-exponents split over them (:mod:`paramlab.parametrization.tables`; ``f_x = mu_in^-x.fan_in *
-mu_out^-x.fan_out``, i.e. ``(n/n0)^-x`` at a single width ``n``)::
+:class:`~paramlab.parametrization.Parametrization` is the model-independent recipe; :class:`Plan`
+joins it with a model's specs (:func:`~paramlab.parametrization.infer_spec`) and computes, for every
+parameter with fan multipliers ``mu_in``, ``mu_out`` and its role's exponents (``f_x = mu_in^-x.fan_in
+* mu_out^-x.fan_out``), the factors of ``docs/reference.md`` section 7::
 
-    multiplier   m_l  = M_l * f_a                    effective weight = m_l * stored weight
-    init scale   s_l  = S_l * mu_in^(1/2) * f_b      stored init = s_l * (the layer's own init)
-    lr           lr_l = G_l * f_c                    per-parameter LR = eta * lr_l
-    epsilon      e_l  = f_g  ("per_layer") or 1      Adam epsilon = eps_0 * e_l
-    weight decay w_l  = W_l / f_c ("lr_coupled") or W_l ("independent")
+    multiplier   m  = M * f_a                     effective weight = m * stored weight
+    init scale   s  = S * mu_in^(1/2) * f_b       stored init = s * (the layer's own init)
+    lr           lr = G * f_c                     per-parameter LR = eta * lr
+    epsilon      e  = f_g ("per_layer") or 1      Adam epsilon = eps_0 * e
+    weight decay w  = W / f_c ("lr_coupled") or W ("independent")
 
-with per-role constants ``M, S, G, W`` (default 1). At the base width every multiplier is 1, so every
-factor is exactly 1.0 and any parametrization reproduces the base model bit for bit: same init,
-forward pass and updates. That is the invariant that lets one tune at the proxy size and switch
-parametrization without retuning there.
+with per-role constants ``M, S, G, W`` (default 1; keyed by role, ``"vector"`` or an ``fnmatch``
+pattern on the path, a pattern beating ``"vector"`` beating a role). At the base width every factor
+is exactly 1.0, so any parametrization reproduces the base model bit for bit: the invariant that
+lets one tune at the proxy size and switch parametrization without retuning there.
 
-**Init.** The rescale assumes each parameter's own initializer has variance ``proportional to
-1/fan_in`` (lecun; Flax's ``Dense`` / ``DenseGeneral`` default) and a width-independent one when the
-fan-in is fixed (embedding tables, biases, gains): ``mu_in^(1/2)`` turns it into a width-independent
-variance and ``f_b`` applies the parametrization's ``n^{-b}``.
-
-**Weight decay.** Both conventions keep the per-step shrink factor independent of width:
-``"lr_coupled"`` (AdamW, ``p <- p - eta lr_l (u + wd w_l p)``) divides the decay by the width part of
-the LR, so ``eta lr_l wd w_l = eta G_l wd W_l`` at every width (``mup``'s MuAdamW / MuSGD do the
-same); ``"independent"`` (``p <- p - eta lr_l u - wd W_l p``) decays by ``wd W_l`` per step whatever
-the LR and width. Either way the decay's timescale, which sets the equilibrium weight norm, does not
-drift as the model grows.
-
-**Per-role constants** (``multipliers``, ``init_scales``, ``learning_rates``, ``weight_decays``):
-mappings whose keys are a role (``"embedding"``, ``"hidden"``, ``"readout"``, ``"fixed"``),
-``"vector"`` (biases and norm gains; else they take their role's value) or an ``fnmatch`` pattern
-on the parameter path for finer roles (``"*/attn/q/kernel"``, ``"*/mlp/fc_in/*"``). A pattern beats
-``"vector"``, which beats a role; a pattern that matches nothing, or two patterns matching one
-parameter, is a ``ValueError``.
-
-**Global learning rate** (``lr_mode="global"``): one LR for every parameter, ``lr_l = G_l *
-(n/n0)^-c``. ``global_lr_exponent=0`` (default) is the usual practice of keeping the tuned LR as the
-model grows (the baseline muP fixes; Everett et al.'s global-LR runs retune this one LR at every
-width instead); a number ``c`` scales it by ``mu_max^-c`` with ``mu_max`` the largest fan multiplier
-of the model; ``"stable"`` takes the smallest per-layer factor ``min_l f_c`` (single width:
-``c = max_l c_l``; fixed parameters, factor 1, count too), the largest single LR under which no
-layer's update outgrows ``Theta(1)``.
-
-**Tied embeddings**: the shared table stays an embedding (its init, multiplier and LR follow the
-embedding rule, as ``mup`` does); the readout's scale is restored in the forward pass by
-:meth:`Plan.tied_readout_multiplier` (e.g. a Transformer's ``logits_multiplier``).
-
-**Table 8 muP** (``Parametrization("mup_table8", ...)``) is ``microsoft/mup``'s form: readout
-multiplier ``1/width_mult`` with a constant-variance init, MuAdam's hidden LR ``/ width_mult``,
-MuSGD's vector-like LR ``* width_mult`` and hidden LR ``* fan_out_mult / fan_in_mult``.
+The plan holds factors and applies them (init, forward, per-leaf trees); the optimizers are
+:mod:`paramlab.optim`'s, fed those trees (:meth:`Plan.optimizer_scales`, :meth:`Plan.optimizer`).
+``lr_mode="global"`` (one LR, section 2) and tied embeddings (:meth:`Plan.tied_readout_multiplier`)
+are described in section 7 too.
 """
 
 from __future__ import annotations

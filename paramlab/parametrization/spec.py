@@ -7,7 +7,7 @@ width (any other width, only to tell which axes are widths) and at the **target*
 from the layers (:mod:`paramlab.nn.metadata`): never from a "last infinite axis is fan-in" rule,
 since Flax kernels are ``(in, out)`` and attention kernels are 3-D.
 
-Roles (``DESIGN.md`` section 2, TP-V Table 3):
+Roles (``docs/reference.md`` section 1, TP-V Table 3):
 
 =========================  ============================  ==========================================
 fan-in infinite?           fan-out infinite?             role

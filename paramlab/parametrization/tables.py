@@ -1,63 +1,13 @@
-"""Width-scaling exponents of the abc-parametrizations, derived from closed forms.
+"""Width-scaling exponents of the abc-parametrizations, derived from closed forms (``docs/reference.md``).
 
-Notation (paramlab REFERENCE sections 1-3; Everett et al., 2024, "Scaling Exponents Across
-Parameterizations and Optimizers", arXiv 2407.05872; Yang et al., 2022, "Tensor Programs V",
-arXiv 2203.03466). Width ``n``; for layer ``l`` the effective weight is ``W_l = n^{-a_l} w_l``, the
-stored weight starts as ``w_l ~ N(0, n^{-2 b_l})`` and trains with learning rate ``eta n^{-c_l}``.
-Roles: ``embedding`` (fan-in fixed, fan-out ``n``), ``hidden`` (``n x n``), ``readout`` (fan-in
-``n``, fan-out fixed). Biases and norm gains follow the embedding rule.
-
-**Table A** (``abc``) is data: the ``(a, b)`` pairs of each parametrization. Everything else is
-derived here from it, so that a user's own alignment measurement goes through the same formulas.
-With ``A_l = max(alpha_l, u_l)`` the alignment exponent that limits layer ``l``'s update
-(``(alpha, omega, u) = (1, 1/2, 1)`` under full alignment, ``(1/2, 1/2, 1/2)`` under none) and
-``r = a_R + b_R`` the readout's scale exponent (the effective readout entries are ``n^{-r}``):
-
-* Gradient scale at init (REFERENCE section 3). The gradient w.r.t. a width-``n`` activation is
-  ``n^{-r}`` (the readout's effective weight brings it down from the ``Theta(1)`` loss gradient; the
-  ``1/sqrt(fan_in)`` hidden layers preserve it), and ``dL/dw_l = n^{-a_l} x_l (dL/dy_l)``, so::
-
-      g_emb = a_emb + r        g_hidden = a_hidden + r        g_readout = a_readout
-
-* Adam (REFERENCE section 2): the update entries are ``n^{-c}`` whatever the gradient scale, and the
-  ``A``-aligned sum over the fan-in must give a ``Theta(1)`` change of the layer's output::
-
-      c_emb = -a_emb           c_l = A_l - a_l   (hidden, readout)
-
-* Adafactor with parameter scaling multiplies the step by ``RMS(w) ~ n^{-b}``: ``c = c_Adam - b``.
-* SGD: the update is ``eta n^{-c} n^{-g}``; requiring ``Theta(1)`` output changes gives
-  ``c_emb = -a_emb - g_emb = -2 a_emb - r`` and ``c_hidden = A - 2 a_hidden - r``. For the readout
-  the same rule would give ``c_R = A_R - 2 a_R``, but when ``A_R < r`` (muP / MFP without
-  alignment) the readout's update ``n^{-(2 a_R + c_R)} = n^{-A_R}`` then outgrows its initial scale
-  ``n^{-r}``, which raises the gradient of every other layer to ``n^{-A_R}`` and forces their LRs
-  down by ``n^{-(r - A_R)}``. Two consistent choices (``sgd_readout``):
-
-  - ``"preserve"`` (default, REFERENCE Table B): cap the readout's LR so its update stays at its
-    initial scale, ``c_R = max(A_R, r) - 2 a_R``; the other layers keep ``g`` and their LRs. This
-    maximises the sum of log learning rates as soon as there is one hidden matrix; it reproduces
-    all 24 cells of Table B (REFERENCE marks the muP / MFP SGD no-alignment readout entries
-    [unverified]).
-  - ``"maximal"``: ``c_R = A_R - 2 a_R`` and the others pay: ``r`` is replaced by
-    ``r_eff = min(r, A_R)`` in ``c_emb``, ``c_hidden`` (and in the SGD gradient scale).
-
-  With full alignment both choices coincide (``A_R = 1 >= r`` in every table).
-
-**Several widths.** A parameter's fan-in and fan-out may grow by different factors (``d_model``,
-``d_ff``, heads). Each exponent above is therefore split into a part on the fan-in multiplier and
-a part on the fan-out multiplier (:class:`Exponent`; the scale factor is
-``fan_in_mult^-x.fan_in * fan_out_mult^-x.fan_out``, and ``x.total`` is the single-width exponent of
-the tables). Forward multiplier, init and alignment act through the sum over the fan-in, so ``a``,
-``b``, ``A`` of hidden and readout layers sit on the fan-in; an embedding's fan-in is fixed, so its
-``a`` and ``b`` sit on its fan-out (its width). The activation-gradient factor ``n^{-r}`` belongs to
-the width of the layer's *output*: the fan-out. For muP's SGD this gives a hidden LR
-``proportional to fan_out_mult / fan_in_mult``, the rule ``MuSGD`` of ``microsoft/mup`` uses.
-
-**Table 8 form** (``"mup_table8"``): what ``microsoft/mup`` implements: ``(a, b)`` = embedding
-``(0, 0)``, hidden ``(0, 1/2)``, readout ``(1, 0)`` (readout multiplier ``1 / width_mult`` with a
-constant-variance init). It is ``"mup"`` moved along the symmetry ``a <- a + theta,
-b <- b - theta`` with ``theta = (1/2, 0, 1/2)``; the formulas above give MuAdam's ``c = (0, 1, 0)``
-and MuSGD's ``c = (-1, 0, -1)``, i.e. ``"mup"``'s ``c`` moved by ``-theta`` (Adam) and ``-2 theta``
-(SGD), as the symmetry requires.
+Table A (``abc``, §1) is data: the ``(a, b)`` pairs of each parametrization (Everett et al., 2024,
+arXiv 2407.05872; Yang et al., 2022, "Tensor Programs V", arXiv 2203.03466). Everything else is
+derived from it by the closed forms of §2 (learning rates for SGD, Adam and Adafactor under an
+alignment assumption, with the SGD readout convention ``sgd_readout``) and §3 (gradient scale), so a
+user's own alignment measurement goes through the same formulas. Each exponent is split over a
+parameter's fan-in and fan-out multipliers (:class:`Exponent`, §1 "Several widths"); ``x.total`` is
+the single-width exponent the tables print. The tests check all 24 cells of Table B and the
+symmetry between ``"mup"``, ``"mfp"`` and ``"mup_table8"``.
 """
 
 from __future__ import annotations
@@ -100,7 +50,7 @@ _ABC: dict[str, dict[str, tuple[float, float]]] = {
     "mup_table8": {"embedding": (0.0, 0.0), "hidden": (0.0, 0.5), "readout": (1.0, 0.0)},
 }
 
-# (alpha, omega, u) of the two named alignment assumptions (REFERENCE section 2).
+# (alpha, omega, u) of the two named alignment assumptions (docs/reference.md section 2).
 _NAMED_ALIGNMENT = {"full": (1.0, 0.5, 1.0), "none": (0.5, 0.5, 0.5)}
 
 
@@ -291,6 +241,6 @@ def lr_exponents(
 
 
 def grad_exponents(name: str) -> dict[str, float]:
-    """REFERENCE section 3: ``{role: g}``, the gradient entries of a role scaling as ``n^{-g}`` at
+    """``docs/reference.md`` section 3: ``{role: g}``, the gradient entries of a role scaling as ``n^{-g}`` at
     init (``g_emb = a_emb + r``, ``g_hidden = a_hidden + r``, ``g_readout = a_readout``)."""
     return {role: e.grad.total for role, e in role_exponents(name, "adam").items()}

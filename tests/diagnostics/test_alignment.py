@@ -1,4 +1,4 @@
-"""Alignment exponents: the two closed-form cases of REFERENCE §2 and the Flax capture."""
+"""Alignment exponents: the two closed-form cases of docs/reference.md §2 and the Flax capture."""
 
 import math
 

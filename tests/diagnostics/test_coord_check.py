@@ -1,6 +1,6 @@
 """paramlab.diagnostics.coord_check: the procedure (against a numpy re-computation), the fits, the plot,
 and the science: under muP with Adam every module's activation size is width-independent after
-training starts, under SP with one global learning rate it grows (REFERENCE section 6, TP-V)."""
+training starts, under SP with one global learning rate it grows (docs/reference.md section 6, TP-V)."""
 
 import math
 
@@ -174,7 +174,7 @@ def test_plot_writes_a_png(tmp_path):
 
 # ---- the science -----------------------------------------------------------------------------------
 #
-# Pass criteria (issue 4, REFERENCE section 6): under muP + Adam (LR 1e-2) every module other than the
+# Pass criteria (issue 4, docs/reference.md section 6): under muP + Adam (LR 1e-2) every module other than the
 # output varies across widths 64..1024 by less than 2x at steps 2 and 3, and the output by less than 3x
 # (at step 1 the output may shrink like width^-1/2: the readout is not zero-initialised here). Under SP
 # with one global LR the activations of the layers that contract a width-sized input grow: fitted

@@ -2,7 +2,7 @@
 
 The science test measures the gradient-scale exponents ``g_l`` (gradient entries ``~ n^{-g_l}`` at
 init) of a 2-hidden-layer MLP over widths 128..2048 and compares them with the values written in
-REFERENCE section 3, typed here: SP (1/2, 1/2, 0), NTK (1/2, 1, 1/2), muP (1/2, 1, 1/2), MFP (1, 3/2, 1)
+docs/reference.md section 3, typed here: SP (1/2, 1/2, 0), NTK (1/2, 1, 1/2), muP (1/2, 1, 1/2), MFP (1, 3/2, 1)
 for (embedding, hidden, readout).
 """
 
@@ -27,7 +27,7 @@ from paramlab.diagnostics import (
 from paramlab.models import MLP, MLPConfig, cross_entropy
 from paramlab.parametrization import Parametrization
 
-# REFERENCE section 3, (embedding, hidden, readout).
+# docs/reference.md section 3, (embedding, hidden, readout).
 REFERENCE_G = {
     "sp": (0.5, 0.5, 0.0),
     "ntk": (0.5, 1.0, 0.5),

@@ -1,5 +1,5 @@
 """Linen adapter: at the base width every parametrization is exactly the base model; init statistics
-follow REFERENCE section 1 at other widths; a Transformer plan drives a jitted train step."""
+follow docs/reference.md section 1 at other widths; a Transformer plan drives a jitted train step."""
 
 import dataclasses
 
@@ -67,7 +67,7 @@ def test_adapter_init_is_the_rescaled_model_init():
 
 @pytest.mark.parametrize("name", ["sp", "mup", "mup_table8", "ntk"])
 def test_init_std_follows_the_parametrization(name):
-    # REFERENCE section 1: init_std_l = sigma_l * (n / n0)^(-b_l), sigma_l the base width's std.
+    # docs/reference.md section 1: init_std_l = sigma_l * (n / n0)^(-b_l), sigma_l the base width's std.
     n0, n = 32, 512
     plan = make_plan(make_mlp, Parametrization(name, "adam"), base=n0, delta=2 * n0, target=n, inputs=(X,))
     params = plan.rescale_init(meta.unbox(make_mlp(n).init(jax.random.key(0), X)["params"]))

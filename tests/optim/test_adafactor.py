@@ -196,32 +196,6 @@ def test_jit_inject_hyperparams_and_no_recompilation():
     assert all(np.all(np.asarray(u) == 0) for u in jax.tree.leaves(zero))
 
 
-def test_multi_steps_and_partition():
-    params = jax.tree.map(jnp.asarray, _params())
-    grads = _grads_sequence(4, seed=7)
-    base = adafactor(fan_axes=FANS)
-    multi = optax.MultiSteps(adafactor(fan_axes=FANS), every_k_schedule=2)
-    m_state, b_state = multi.init(params), base.init(params)
-    m_update, b_update = jax.jit(multi.update), jax.jit(base.update)
-    for k in range(2):
-        first, m_state = m_update(grads[2 * k], m_state, params)
-        assert all(np.all(np.asarray(u) == 0) for u in jax.tree.leaves(first))
-        second, m_state = m_update(grads[2 * k + 1], m_state, params)
-        mean = jax.tree.map(lambda a, b: (a + b) / 2, grads[2 * k], grads[2 * k + 1])
-        want, b_state = b_update(mean, b_state, params)
-        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-9), second, want)
-
-    labels = {"dense": "zero", "query": "opt", "small": "opt", "norm": "zero"}
-    part = optax.partition({"opt": adafactor(fan_axes=FANS), "zero": optax.set_to_zero()}, labels)
-    sub = {k: params[k] for k in ("query", "small")}
-    alone = adafactor(fan_axes={"query": FANS["query"], "small": None})
-    updates, _ = jax.jit(part.update)(grads[0], part.init(params), params)
-    want, _ = jax.jit(alone.update)({k: grads[0][k] for k in sub}, alone.init(sub), sub)
-    for k in sub:
-        np.testing.assert_allclose(updates[k], want[k], rtol=1e-6, atol=1e-12)
-    assert np.all(np.asarray(updates["dense"]) == 0)
-
-
 TARGET = {"vector": jnp.asarray([1.0, -1.0, 2.0]), "matrix": jnp.asarray([[1.0, 0.0], [-1.0, 1.0]])}
 
 
@@ -237,15 +211,6 @@ def _fit(opt, loss_fn, params, steps):
 
     (final, _), _ = jax.jit(lambda p, s: jax.lax.scan(step, (p, s), length=steps))(params, opt.init(params))
     return final
-
-
-@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
-def test_converges_on_a_quadratic(dtype):
-    params = {"vector": jnp.zeros(3, dtype), "matrix": jnp.zeros((2, 2), dtype)}
-    opt = adafactor(optax.cosine_decay_schedule(0.1, 300), multiply_by_parameter_scale=False)
-    final = _fit(opt, _quadratic_loss, params, 300)
-    assert all(p.dtype == dtype for p in jax.tree.leaves(final))
-    assert float(_quadratic_loss(final)) < 1e-3 * float(_quadratic_loss(params))
 
 
 class _MLP(nn.Module):

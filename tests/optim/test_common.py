@@ -1,7 +1,10 @@
 """A matrix over every paramlab optimizer: jit, inject_hyperparams, MultiSteps, bf16, partition, convergence.
 
 Modelled on optax's ``contrib/_common_test.py``. Each case builds its transformation from a learning rate
-and the parameters (per-leaf scalar trees need the parameters' structure).
+and the parameters (per-leaf scalar trees need the parameters' structure). Every named optimizer of the
+registry (:data:`paramlab.optim.OPTIMIZERS`) is a case too, with per-leaf LR, epsilon and weight-decay
+factors given as functions of the tree (as a plan gives them). Properties tested here are not tested
+again per optimizer.
 """
 
 import dataclasses
@@ -69,6 +72,29 @@ CASES = [
         0.3,
     ),
 ]
+_REGISTRY_LR = {"sgd": 0.05, "adafactor": 0.5}
+_REGISTRY_EXTRA = {"factored": {"min_dim_size_to_factor": 2}, "adafactor": {"min_dim_size_to_factor": 2}}
+
+
+def _registry_case(name: str) -> Case:
+    """The registry's optimizer with per-leaf factors as ``tree -> tree`` functions, like a plan's."""
+
+    def make(lr, params):
+        return optim.optimizer(
+            name,
+            lr,
+            momentum=0.9,
+            weight_decay=1e-4,
+            lr_scales=lambda like: _per_leaf(like, 0.5, 1.0),
+            eps_scales=lambda like: _per_leaf(like, 1.0, 10.0),
+            weight_decay_scales=lambda like: _per_leaf(like, 1.0, 0.0),
+            **_REGISTRY_EXTRA.get(name, {}),
+        )
+
+    return Case(f"registry_{name}", make, _REGISTRY_LR.get(name, 0.1))
+
+
+CASES += [_registry_case(name) for name in optim.OPTIMIZERS]
 IDS = [case.name for case in CASES]
 
 

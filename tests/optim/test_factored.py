@@ -297,23 +297,6 @@ def _assert_trees_close(got, want, **tol):
     jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), **tol), got, want)
 
 
-def test_jit_does_not_recompile_between_steps():
-    opt = scale_by_factored_moments(fan_axes=MATRIX_FANS, **FULL)
-    traces = []
-
-    @jax.jit
-    def step(params, state, grads):
-        traces.append(1)  # runs only while tracing
-        updates, state = opt.update(grads, state, params)
-        return optax.apply_updates(params, updates), state
-
-    params = _params()
-    state = opt.init(params)
-    for grads in _grads_sequence(MATRIX_SHAPES, 4, seed=6):
-        params, state = step(params, state, grads)
-    assert len(traces) == 1
-
-
 def test_inject_hyperparams_traces_every_numeric_hyperparameter():
     hparams = {
         "decay_rate": 0.7,
@@ -355,22 +338,6 @@ def test_min_dim_size_may_be_traced_in_update_but_not_in_init():
         jax.jit(lambda m: scale_by_factored_moments(min_dim_size_to_factor=m).init(params))(4)
 
 
-def test_multi_steps_averages_micro_batches():
-    params = _params()
-    grads = _grads_sequence(MATRIX_SHAPES, 4, seed=8)
-    base = scale_by_factored_moments(fan_axes=MATRIX_FANS, **FULL)
-    multi = optax.MultiSteps(scale_by_factored_moments(fan_axes=MATRIX_FANS, **FULL), every_k_schedule=2)
-    m_state, b_state = multi.init(params), base.init(params)
-    m_update, b_update = jax.jit(multi.update), jax.jit(base.update)
-    for k in range(2):
-        first, m_state = m_update(grads[2 * k], m_state, params)
-        jax.tree.map(lambda u: np.testing.assert_array_equal(u, np.zeros_like(u)), first)
-        second, m_state = m_update(grads[2 * k + 1], m_state, params)
-        mean = jax.tree.map(lambda a, b: (a + b) / 2, grads[2 * k], grads[2 * k + 1])
-        want, b_state = b_update(mean, b_state, params)
-        _assert_trees_close(second, want, rtol=1e-5, atol=1e-8)
-
-
 def test_optax_partition_with_the_full_fan_axes_tree():
     params = {"tuned": _params(), "frozen": jnp.ones((4, 3, 2))}
     fans = {"tuned": MATRIX_FANS, "frozen": FanAxes((0,), (1, 2))}
@@ -400,28 +367,6 @@ def test_bfloat16_params_keep_float32_statistics(output):
     assert all(np.all(np.isfinite(np.asarray(u, np.float32))) for u in jax.tree.leaves(updates))
     assert all(x.dtype == jnp.float32 for x in jax.tree.leaves((state.v_row, state.v_col, state.v)))
     assert all(x.dtype == jnp.bfloat16 for x in jax.tree.leaves(state.mu))
-
-
-def test_converges_on_a_quadratic():
-    target = _params()
-    params = jax.tree.map(jnp.zeros_like, target)
-    opt = optax.chain(
-        scale_by_factored_moments(
-            b1=0.9, clipping_threshold=1.0, min_dim_size_to_factor=4, fan_axes=MATRIX_FANS
-        ),
-        optax.scale_by_learning_rate(optax.cosine_decay_schedule(0.1, 300)),
-    )
-
-    def loss(p):
-        return sum(jnp.sum(jnp.square(p[k] - target[k])) for k in p)
-
-    def step(carry, _):
-        p, s = carry
-        u, s = opt.update(jax.grad(loss)(p), s, p)
-        return (optax.apply_updates(p, u), s), None
-
-    (final, _), _ = jax.jit(lambda p, s: jax.lax.scan(step, (p, s), length=300))(params, opt.init(params))
-    assert float(loss(final)) < 1e-3 * float(loss(params))
 
 
 # errors -------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""REFERENCE section 1's symmetry, end to end through plans: in float64, parametrizations of one
+"""docs/reference.md section 1's symmetry, end to end through plans: in float64, parametrizations of one
 equivalence class (SP = NTK, muP = MFP = Table-8 muP) with their own exponents train identically,
 and Adam's epsilon breaks that unless it is scaled per layer with the gradient (section 3).
 
@@ -9,7 +9,7 @@ SP and NTK (theta = (0, 1/2, 1/2) on embedding, hidden, readout) and muP and MFP
 rate exponents. The identity is exact only when the update is invariant to the gradient's scale: with
 Adam-atan2 or with Adam at ``eps = 0``, in float64 the two members of a pair train identically (loss and
 function values, rel <= 1e-9) at any width. Adam's ``eps = 1e-8`` is not scale-free: at large width the
-NTK / MFP gradients (``n^-g`` with a larger ``g``, REFERENCE section 3) come close to it and their runs
+NTK / MFP gradients (``n^-g`` with a larger ``g``, docs/reference.md section 3) come close to it and their runs
 depart from SP / muP in float32, far above float32 rounding, while a per-layer ``eps_l = eps (n/n0)^-g_l``
 or Adam-atan2 remove the departure (down to rounding).
 

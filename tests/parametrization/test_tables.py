@@ -1,4 +1,4 @@
-"""The derived exponent tables against REFERENCE.md as written, and the abc symmetry."""
+"""The derived exponent tables against docs/reference.md (transcribed from the papers), and the abc symmetry."""
 
 from fractions import Fraction as F
 
@@ -8,7 +8,7 @@ from paramlab.parametrization import tables
 
 H = F(1, 2)
 
-# REFERENCE.md section 2, Table B, transcribed: c = (embedding, hidden, readout).
+# docs/reference.md section 2, Table B, transcribed: c = (embedding, hidden, readout).
 TABLE_B = {
     ("sgd", "full"): {"sp": (-H, H, 1), "ntk": (-H, -H, 0), "mup": (0, 0, 0), "mfp": (-1, -1, -1)},
     ("sgd", "none"): {"sp": (-H, 0, H), "ntk": (-H, -1, -H), "mup": (0, -H, 0), "mfp": (-1, F(-3, 2), -1)},
@@ -18,10 +18,10 @@ TABLE_B = {
     ("adafactor", "none"): {"sp": (0, 0, 0), "ntk": (0, 0, 0), "mup": (0, 0, -H), "mfp": (0, 0, -H)},
 }
 
-# REFERENCE.md section 3: gradient-scale exponents g = (embedding, hidden, readout).
+# docs/reference.md section 3: gradient-scale exponents g = (embedding, hidden, readout).
 GRAD = {"sp": (H, H, 0), "ntk": (H, 1, H), "mup": (H, 1, H), "mfp": (1, F(3, 2), 1)}
 
-# REFERENCE.md section 1, Table A.
+# docs/reference.md section 1, Table A.
 TABLE_A = {
     "sp": ((0, 0), (0, H), (0, H)),
     "ntk": ((0, 0), (H, 0), (H, 0)),
@@ -50,7 +50,7 @@ def test_abc_is_table_a(name):
     assert _triple(tables.abc(name)) == TABLE_A[name]
 
 
-# REFERENCE section 1: a <- a + theta, b <- b - theta moves c by -2 theta (SGD), -theta (Adam), 0
+# docs/reference.md section 1: a <- a + theta, b <- b - theta moves c by -2 theta (SGD), -theta (Adam), 0
 # (Adafactor). NTK = SP + (0, 1/2, 1/2), MFP = muP + (1/2, 1/2, 1/2), Table-8 muP = muP + (1/2, 0, 1/2).
 SHIFTS = [("sp", "ntk", (0, H, H)), ("mup", "mfp", (H, H, H)), ("mup", "mup_table8", (H, 0, H))]
 
