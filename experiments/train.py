@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -175,19 +174,16 @@ def build_optimizer(
 ) -> optax.GradientTransformation:
     """Global-norm clipping, then the plan's optimizer (per-parameter LR, epsilon, weight decay).
 
-    ``b1`` is SGD's momentum; ``adafactor`` is the paper's algorithm (no momentum, decay
-    ``1 - t^-0.8``), so ``b1``, ``b2`` and ``eps`` are unused there.
+    ``b1`` is SGD's momentum. Each optimizer gets the keys that configure it
+    (:attr:`paramlab.optim.OptimizerEntry.hyperparameters`): ``adam_atan2`` has no epsilon and
+    ``adafactor`` (the paper's algorithm) neither moments' decays nor epsilon.
     """
-    kwargs: dict[str, Any] = {"weight_decay": o.weight_decay}
-    if o.name in ("adam", "adamw"):
-        kwargs.update(b1=o.b1, b2=o.b2, eps=o.eps)
-    elif o.name in ("adam_atan2", "factored"):
-        kwargs.update(b1=o.b1, b2=o.b2)
-    elif o.name == "sgd":
-        kwargs.update(momentum=o.b1)
+    shared = dict(b1=o.b1, b2=o.b2, eps=o.eps, momentum=o.b1)
+    reads = OPTIMIZERS[o.name].hyperparameters
+    kwargs = {key: value for key, value in shared.items() if key in reads}
     if o.clip_norm < 0:
         raise ValueError(f"clip_norm must be >= 0, got {o.clip_norm!r}")
-    optimizer = plan.optimizer(o.name, schedule, **kwargs)
+    optimizer = plan.optimizer(o.name, schedule, weight_decay=o.weight_decay, **kwargs)
     if o.clip_norm > 0:
         optimizer = optax.chain(optax.clip_by_global_norm(o.clip_norm), optimizer)
     return optimizer

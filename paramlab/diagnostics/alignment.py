@@ -1,4 +1,4 @@
-"""Alignment exponents alpha, omega, u per layer (Everett et al., 2024, section 2; ``docs/reference.md`` §2, §8).
+"""Alignment exponents alpha, omega, u per layer (Everett et al., 2024; ``docs/reference.md`` §2, §8).
 
 For a dense layer ``y = x W`` (Flax convention: kernel ``W`` of shape ``(fan_in, fan_out)``) with
 input ``x0`` and kernel ``W0`` at a reference point (usually initialization) and ``x``, ``W`` now,

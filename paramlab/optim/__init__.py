@@ -4,6 +4,7 @@ Depends on jax, optax and chex only. The named optimizers (:data:`OPTIMIZERS`, :
 are chains of the pieces below with per-leaf LR, epsilon and weight-decay trees.
 """
 
+from paramlab.optim.adafactor import adafactor
 from paramlab.optim.adam_atan2 import ScaleByAdamAtan2State, adam_atan2, scale_by_adam_atan2
 from paramlab.optim.alias import (
     FAMILIES,
@@ -14,12 +15,7 @@ from paramlab.optim.alias import (
     optimizer,
 )
 from paramlab.optim.atan import atan2_nonneg
-from paramlab.optim.factored import (
-    ScaleByFactoredMomentsState,
-    adafactor,
-    relative_step_size,
-    scale_by_factored_moments,
-)
+from paramlab.optim.factored import ScaleByFactoredMomentsState, relative_step_size, scale_by_factored_moments
 from paramlab.optim.fan_axes import FanAxes, default_fan_axes, resolve_fan_axes
 from paramlab.optim.scaling import (
     ScaleByAdamPerParamEpsState,

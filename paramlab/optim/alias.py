@@ -59,11 +59,15 @@ class OptimizerEntry(NamedTuple):
     Attributes:
       family: the learning-rate-exponent family (one of :data:`FAMILIES`).
       preconditioner: ``(hyperparameters, eps_scales, fan_axes, extra) -> GradientTransformation``.
+      hyperparameters: the shared arguments of :func:`optimizer` that configure it (a training config
+        passes just these). ``adafactor`` is the paper's algorithm: ``b1`` / ``b2`` depart from it
+        and are read only when given.
       extra: the names of the optimizer's own extra arguments (``base_kwargs`` of a plan).
     """
 
     family: str
     preconditioner: Callable[..., optax.GradientTransformation]
+    hyperparameters: tuple[str, ...]
     extra: tuple[str, ...] = ()
 
 
@@ -123,6 +127,8 @@ def _adafactor(h: Hyperparameters, eps_scales: Any, fan_axes: Any, extra: dict) 
     return scale_by_factored_moments(fan_axes=fan_axes, mu_dtype=h.mu_dtype, **options)
 
 
+_MOMENTS = ("b1", "b2", "mu_dtype")
+_ADAM = (*_MOMENTS, "eps", "eps_root")
 _FACTORED_EXTRA = (
     "decay_rate",
     "decay_schedule",
@@ -139,12 +145,12 @@ _FACTORED_EXTRA = (
 
 OPTIMIZERS: Mapping[str, OptimizerEntry] = types.MappingProxyType(
     {
-        "adam": OptimizerEntry("adam", _adam),
-        "adamw": OptimizerEntry("adam", _adam),
-        "adam_atan2": OptimizerEntry("adam", _adam_atan2, ("a", "b")),
-        "factored": OptimizerEntry("adam", _factored, _FACTORED_EXTRA),
-        "adafactor": OptimizerEntry("adafactor", _adafactor, _FACTORED_EXTRA),
-        "sgd": OptimizerEntry("sgd", _sgd),
+        "adam": OptimizerEntry("adam", _adam, _ADAM),
+        "adamw": OptimizerEntry("adam", _adam, _ADAM),
+        "adam_atan2": OptimizerEntry("adam", _adam_atan2, _MOMENTS, ("a", "b")),
+        "factored": OptimizerEntry("adam", _factored, _MOMENTS, _FACTORED_EXTRA),
+        "adafactor": OptimizerEntry("adafactor", _adafactor, ("mu_dtype",), _FACTORED_EXTRA),
+        "sgd": OptimizerEntry("sgd", _sgd, ("momentum", "nesterov", "mu_dtype")),
     }
 )
 

@@ -2,7 +2,7 @@
 
 The science test measures the gradient-scale exponents ``g_l`` (gradient entries ``~ n^{-g_l}`` at
 init) of a 2-hidden-layer MLP over widths 128..2048 and compares them with the values written in
-docs/reference.md section 3, typed here: SP (1/2, 1/2, 0), NTK (1/2, 1, 1/2), muP (1/2, 1, 1/2), MFP (1, 3/2, 1)
+docs/reference.md section 3: SP (1/2, 1/2, 0), NTK (1/2, 1, 1/2), muP (1/2, 1, 1/2), MFP (1, 3/2, 1)
 for (embedding, hidden, readout).
 """
 

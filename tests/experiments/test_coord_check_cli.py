@@ -34,9 +34,9 @@ def _records(out):
 
 def test_mlp_two_parametrizations(tmp_path):
     out = tmp_path / "mlp"
-    proc = _run("--config.parametrization=sp_global,mup", "--config.optimizer=adam", "--config.widths=16,32,64",
-                "--config.base_width=32", "--config.steps=3", "--config.model=mlp", "--config.batch_size=8",
-                f"--out={out}")  # fmt: skip
+    proc = _run("--config.parametrization=sp_global,mup", "--config.optimizer=adam",
+                "--config.widths=16,32,64", "--config.base_width=32", "--config.steps=3",
+                "--config.model=mlp", "--config.batch_size=8", f"--out={out}")  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     records = _records(out)
     modules = {"dense_0", "dense_1", "readout", "output"}

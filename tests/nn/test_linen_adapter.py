@@ -12,7 +12,7 @@ from flax.linen import meta
 
 from paramlab.models import MLP, MLPConfig, Transformer, TransformerConfig
 from paramlab.nn import linen as linen_adapter
-from paramlab.optim.factored import adafactor
+from paramlab.optim.adafactor import adafactor
 from paramlab.parametrization import PARAMETRIZATIONS, Parametrization, abc, make_plan
 
 X = jax.random.normal(jax.random.key(1), (8, 6))

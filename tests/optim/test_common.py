@@ -19,7 +19,8 @@ import optax
 import pytest
 
 from paramlab import optim
-from paramlab.optim.factored import adafactor, scale_by_factored_moments
+from paramlab.optim.adafactor import adafactor
+from paramlab.optim.factored import scale_by_factored_moments
 
 
 def _per_leaf(params: Any, matrix: float, other: float) -> Any:
@@ -72,7 +73,7 @@ CASES = [
         0.3,
     ),
 ]
-_REGISTRY_LR = {"sgd": 0.05, "adafactor": 0.5}
+_REGISTRY_LR = {"sgd": 1.0, "adafactor": 0.5}
 _REGISTRY_EXTRA = {"factored": {"min_dim_size_to_factor": 2}, "adafactor": {"min_dim_size_to_factor": 2}}
 
 

@@ -11,8 +11,9 @@ import pytest
 
 from paramlab.nn import FanAxes
 from paramlab.optim import adam_atan2
-from paramlab.optim.factored import adafactor, scale_by_factored_moments
-from paramlab.parametrization import Parametrization, Plan, infer_spec
+from paramlab.optim.adafactor import adafactor
+from paramlab.optim.factored import scale_by_factored_moments
+from paramlab.parametrization import RECIPES, Parametrization, Plan, infer_spec, named_parametrization
 
 
 def _shapes(n, in_dim=5, out_dim=3, ff=None):
@@ -425,3 +426,28 @@ def test_effective_params_and_wrap_apply():
     with pytest.raises(ValueError, match="missing"):
         plan.effective_params({"in": params["in"]})
     assert jax.tree.leaves(plan.roles(params)) == ["hidden", "embedding", "embedding", "fixed", "readout"]
+
+
+@pytest.mark.parametrize("name", ["sp", "ntk", "mup", "mfp", "mup_table8"])
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "adafactor"])
+def test_narrower_than_base_follows_the_same_power_laws(name, optimizer):
+    """Every factor is ``mu^-c``: at ``mu = 1/2`` it is the ``mu = 4`` factor to the power ``-1/2``."""
+    wide, narrow = _plan(name, optimizer, n=32), _plan(name, optimizer, n=4)
+    for field in ("lr", "multiplier", "init", "eps"):
+        np.testing.assert_allclose(_vals(narrow, field), np.power(_vals(wide, field), -0.5), rtol=1e-12)
+
+
+def test_narrower_than_base_by_hand():
+    # muP, Adam, full alignment: c = (1/2, 1, 1/2) for (embedding, hidden, readout); mu = 4 / 8.
+    assert _vals(_plan("mup", "adam", n=4), "lr") == pytest.approx([2**0.5, 2**0.5, 2, 2**0.5, 1])
+
+
+def test_named_parametrization_sp_global_is_sp_with_one_lr():
+    assert RECIPES[0] == "sp_global" and set(RECIPES[1:]) == {"sp", "ntk", "mup", "mfp", "mup_table8"}
+    p = named_parametrization("sp_global", "adamw", alignment="none")
+    assert p == Parametrization("sp", "adamw", alignment="none", lr_mode="global")
+    assert p.family == "adam"
+    assert set(Plan(_specs(), p).values("lr").values()) == {1.0}
+    assert named_parametrization("mup", "sgd") == Parametrization("mup", "sgd")
+    with pytest.raises(ValueError, match="parametrization must be one of"):
+        named_parametrization("sp_perlayer", "adam")

@@ -9,9 +9,9 @@ SP and NTK (theta = (0, 1/2, 1/2) on embedding, hidden, readout) and muP and MFP
 rate exponents. The identity is exact only when the update is invariant to the gradient's scale: with
 Adam-atan2 or with Adam at ``eps = 0``, in float64 the two members of a pair train identically (loss and
 function values, rel <= 1e-9) at any width. Adam's ``eps = 1e-8`` is not scale-free: at large width the
-NTK / MFP gradients (``n^-g`` with a larger ``g``, docs/reference.md section 3) come close to it and their runs
-depart from SP / muP in float32, far above float32 rounding, while a per-layer ``eps_l = eps (n/n0)^-g_l``
-or Adam-atan2 remove the departure (down to rounding).
+NTK / MFP gradients (``n^-g`` with a larger ``g``, docs/reference.md section 3) come close to it and
+their runs depart from SP / muP in float32, far above float32 rounding, while a per-layer
+``eps_l = eps (n/n0)^-g_l`` or Adam-atan2 remove the departure (down to rounding).
 
 The trajectory model is a 2-hidden-layer tanh MLP (tanh: no dead units, so Adam at ``eps = 0`` never
 divides 0 by 0); base width 64, and widths whose ratio to it has an irrational square root (so the forward

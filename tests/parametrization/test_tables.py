@@ -1,4 +1,4 @@
-"""The derived exponent tables against docs/reference.md (transcribed from the papers), and the abc symmetry."""
+"""The derived exponent tables against docs/reference.md (from the papers), and the abc symmetry."""
 
 from fractions import Fraction as F
 
