@@ -1,34 +1,17 @@
 r"""Coordinate check across widths: ``python -m experiments.coord_check``.
 
-For each parametrization, the model is built at every width, trained for ``steps - 1`` steps on one
-fixed random batch, and the mean ``|output|`` of every module is recorded in the forward pass of
-steps ``1 .. steps`` (step 1 at initialisation): Tensor Programs V's coordinate check
-(:func:`paramlab.diagnostics.coord_check`). Flat curves in width mean width-independent training
-dynamics. Usage (every key is documented in ``experiments/configs/coord_check.py``)::
+For each recipe the model is built at every width, trained ``steps - 1`` steps on one fixed random
+batch, and the mean ``|output|`` of every module is recorded in the forward passes of steps ``1 ..
+steps`` (step 1 at init; :func:`paramlab.diagnostics.coord_check`, ``docs/reference.md`` §6). Flat
+curves in width mean width-independent dynamics. Every key is documented in
+``experiments/configs/coord_check.py``::
 
     python -m experiments.coord_check --out=runs/coord_check --config.parametrization=sp_global,mup \
         --config.widths=64,128,256,512,1024 --config.model=mlp
 
-Writes to ``--out``:
-
-* ``coord_check.json``: a list of records ``{parametrization, optimizer, width, step, module, l1}``.
-* ``coord_check.png``: ``l1`` against width, log-log, one line per module, one panel per step (one
-  row per parametrization).
-* ``coord_check_summary.json``: per (parametrization, module, step) the fitted log-log slope and
-  max / min ratio across widths; also printed as a table.
-
-Recipes: ``sp_global`` is the standard parametrization with one global learning rate (the baseline
-whose activations grow with width); ``sp``, ``ntk``, ``mup``, ``mfp`` and ``mup_table8``
-(``microsoft/mup``'s form) use their per-layer learning-rate exponents, relative to ``base_width``
-where all of them equal the base model.
-
-Models: ``mlp``: ``depth`` hidden layers of ``width`` units (ReLU), 32 Gaussian input features, 10
-classes, cross-entropy. ``transformer``: :class:`paramlab.models.Transformer` with ``d_model =
-width``, ``n_heads = width / d_head`` (heads grow, head width fixed), ``d_ff = ff_ratio * width``,
-``depth`` blocks, next-token cross-entropy on random tokens; the attention scale follows the
-parametrization (``1/d_head`` for muP / MFP, equal to ``1/sqrt(d_head)`` at the fixed head width).
-
-Exit codes: 0 done; 2 a bad flag or config value (one line on stderr).
+Writes ``coord_check.json`` (records ``{parametrization, optimizer, width, step, module, l1}``),
+``coord_check.png`` and ``coord_check_summary.json`` (per module and step, the log-log slope and
+max / min ratio across widths, printed as a table). Exit codes: 0 done; 2 a bad config value.
 """
 
 from __future__ import annotations
@@ -45,7 +28,6 @@ import ml_collections
 from experiments import cli
 
 PROGRAM = "experiments.coord_check"
-OPTIMIZERS = ("adam", "adam_atan2", "sgd")
 MODELS = ("mlp", "transformer")
 MLP_IN_DIM, MLP_CLASSES = 32, 10
 _POSITIVE = ("steps", "base_width", "depth", "batch_size", "seq_len", "vocab_size", "d_head", "ff_ratio")
@@ -79,6 +61,7 @@ class Args:
 
 def parse_args(config: ml_collections.ConfigDict, paths: dict[str, str]) -> Args:
     """Validate the config (``ValueError`` naming the key)."""
+    from paramlab.optim import OPTIMIZERS
     from paramlab.optim.common import check_choice
 
     names = cli.parse_recipes(config.parametrization)
@@ -181,9 +164,10 @@ def run(args: Args, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
         linen_plan_setup,
         plot_coord_check,
     )
+    from paramlab.optim import configuring
 
     os.makedirs(args.out, exist_ok=True)
-    optimizer_kwargs = {"adam": {"eps": args.eps}, "adam_atan2": {}, "sgd": {"momentum": args.momentum}}
+    optimizer_kwargs = configuring(args.optimizer, eps=args.eps, momentum=args.momentum)
     records: list[dict[str, Any]] = []
     for name in args.parametrizations:
         parametrization = make_parametrization(args, name)
@@ -195,7 +179,7 @@ def run(args: Args, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
             loss_fn,
             base_width=args.base_width,
             delta_width=2 * args.base_width,
-            **optimizer_kwargs[args.optimizer],
+            **optimizer_kwargs,
         )
         records += coord_check(
             setup,

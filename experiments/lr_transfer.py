@@ -1,33 +1,18 @@
 r"""Does the learning rate transfer across width? ``python -m experiments.lr_transfer``.
 
-For every parametrization and width, one vmapped sweep (:mod:`paramlab.sweep`) trains a byte-level
-Transformer on the embedded corpus at every learning rate of the grid and every seed, then evaluates
-it on held-out batches. Usage (every key is documented in ``experiments/configs/lr_transfer.py``)::
+For every recipe (``paramlab.parametrization.RECIPES``; ``sp_global`` is the global-LR baseline) and
+width, one vmapped sweep (:mod:`paramlab.sweep`) trains a byte-level Transformer at every learning
+rate and seed of the grid and evaluates it on held-out batches. Every key is documented in
+``experiments/configs/lr_transfer.py``::
 
     python -m experiments.lr_transfer --out=runs/lr_transfer --config.parametrization=sp_global,mup \
         --config.widths=64,128,256,512 --config.learning_rate_grid=1e-4,0.1,2 --config.steps=200
 
-``--config`` defaults to ``experiments/configs/lr_transfer.py``; ``--data`` names a text file or
-directory instead of the embedded corpus. Writes to ``--out``:
-
-* ``results.json`` / ``results.csv``: one record per (parametrization, width, lr, seed) with keys
-  ``parametrization, optimizer, alignment, width, lr, seed, final_loss, diverged`` (and
-  ``initial_loss, train_loss, eval_loss, diverged_step, steps, eps, eps_mode``).
-  ``final_loss`` is the held-out loss after the last step (nats per byte), ``inf`` if diverged.
-* ``lr_transfer.png``: loss against learning rate, one line per width, one panel per parametrization.
-* ``optimal_lr.txt`` / ``optimal_lr.json``: the best learning rate per parametrization and width
-  (seed-mean loss), how many grid steps it moves across widths, and the LR sensitivity
-  (Wortsman et al.) of each curve. The table is printed too.
-
-With ``log_alignment`` each record also holds ``alignment/<alpha|omega|u>/<layer>``: the run's
-alignment exponents after the last step relative to its initialization, measured on two held-out
-sequences (:func:`paramlab.diagnostics.alignment_probe`).
-
-Recipes: ``sp_global`` is standard parametrization with one global learning rate (the baseline);
-``sp``, ``ntk``, ``mup``, ``mfp`` and ``mup_table8`` use their per-layer learning-rate exponents for
-the optimizer's family and the alignment (Everett et al. 2024; Table B of ``docs/reference.md``),
-relative to ``base_width`` where all of them equal the base model.
-
+Writes to ``--out`` (``--data``: a text file or directory instead of the embedded corpus):
+``results.json`` / ``.csv`` (one record per parametrization, width, lr and seed: ``final_loss`` is the
+held-out loss in nats per byte, ``inf`` if diverged; with ``log_alignment`` also
+``alignment/<alpha|omega|u>/<layer>``), ``lr_transfer.png`` and ``optimal_lr.txt`` / ``.json`` (the
+best LR per parametrization and width, its shift in grid steps across widths, the LR sensitivity).
 Exit codes: 0 done; 2 a bad flag or config value (one line on stderr).
 """
 
@@ -168,8 +153,9 @@ def build_setting(args: Args, parametrization: str, width: int) -> Setting:
     """The model, plan and optimizer factory of one (parametrization, width).
 
     The recipe comes from :func:`paramlab.parametrization.named_parametrization`. The learning rate
-    follows linear warmup then cosine decay to 10% of the swept peak value; Adam-family optimizers
-    use ``b1=0.9, b2=0.95``, SGD momentum 0.9.
+    follows linear warmup then cosine decay to 10% of the swept peak value; each optimizer takes what
+    configures it (:func:`paramlab.optim.configuring`) of ``b1=0.9, b2=0.95``, ``eps`` and SGD
+    momentum 0.9.
     """
     import jax
     import jax.numpy as jnp
@@ -177,6 +163,7 @@ def build_setting(args: Args, parametrization: str, width: int) -> Setting:
 
     from paramlab.models import Transformer, cross_entropy
     from paramlab.nn import linen as linen_adapter
+    from paramlab.optim import configuring
     from paramlab.parametrization import make_plan, named_parametrization
     from paramlab.train import make_schedule
 
@@ -203,12 +190,28 @@ def build_setting(args: Args, parametrization: str, width: int) -> Setting:
         return cross_entropy(apply({"params": params}, batch["inputs"]), batch["targets"])
 
     def optimizer_fn(learning_rate):
-        sgd = recipe.family == "sgd"
-        kwargs = {"momentum": SGD_MOMENTUM} if sgd else {"b1": B1, "b2": B2, "eps": args.eps}
+        kwargs = configuring(args.optimizer, b1=B1, b2=B2, eps=args.eps, momentum=SGD_MOMENTUM)
         tx = plan.optimizer(learning_rate=learning_rate, **kwargs)
         return optax.chain(tx, optax.scale_by_schedule(relative))
 
     return Setting(init_params, loss_fn, optimizer_fn, lambda params, x: apply({"params": params}, x))
+
+
+def _record(args: Args, parametrization: str, width: int, r: dict[str, Any]) -> dict[str, Any]:
+    """One output record from one sweep member's record."""
+    return {
+        "parametrization": parametrization,
+        "optimizer": args.optimizer,
+        "alignment": args.alignment,
+        "width": width,
+        "lr": r["learning_rate"],
+        **{k: r[k] for k in ("seed", "final_loss", "diverged", "initial_loss", "train_loss", "eval_loss")},
+        "diverged_step": r["diverged_step"],
+        "steps": r["steps"],
+        "eps": args.eps,
+        "eps_mode": args.eps_mode,
+        **{k: v for k, v in r.items() if k.startswith("alignment/")},
+    }
 
 
 def run(args: Args, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
@@ -241,27 +244,7 @@ def run(args: Args, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
                 if args.log_alignment
                 else None,
             )
-            for r in result.records:
-                records.append(
-                    {
-                        "parametrization": parametrization,
-                        "optimizer": args.optimizer,
-                        "alignment": args.alignment,
-                        "width": width,
-                        "lr": r["learning_rate"],
-                        "seed": r["seed"],
-                        "final_loss": r["final_loss"],
-                        "diverged": r["diverged"],
-                        "initial_loss": r["initial_loss"],
-                        "train_loss": r["train_loss"],
-                        "eval_loss": r["eval_loss"],
-                        "diverged_step": r["diverged_step"],
-                        "steps": r["steps"],
-                        "eps": args.eps,
-                        "eps_mode": args.eps_mode,
-                        **{k: v for k, v in r.items() if k.startswith("alignment/")},
-                    }
-                )
+            records += [_record(args, parametrization, width, r) for r in result.records]
             done = [r for r in result.records if not r["diverged"]]
             best = min(done, key=lambda r: r["final_loss"]) if done else None
             log(

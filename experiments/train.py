@@ -28,7 +28,7 @@ from experiments.cli import fail
 from paramlab.data import VOCAB_SIZE, BatchIterator, Corpus, eval_batches, load_corpus, unigram_entropy
 from paramlab.models import Transformer, TransformerConfig, cross_entropy
 from paramlab.nn import linen as linen_adapter
-from paramlab.optim import OPTIMIZERS, family_of
+from paramlab.optim import OPTIMIZERS, configuring, family_of
 from paramlab.optim.common import check_choice
 from paramlab.parametrization import Plan, make_plan, named_parametrization
 from paramlab.train import CheckpointError, LoopConfig, Task, TrainingDiverged, fit, make_schedule
@@ -175,12 +175,10 @@ def build_optimizer(
     """Global-norm clipping, then the plan's optimizer (per-parameter LR, epsilon, weight decay).
 
     ``b1`` is SGD's momentum. Each optimizer gets the keys that configure it
-    (:attr:`paramlab.optim.OptimizerEntry.hyperparameters`): ``adam_atan2`` has no epsilon and
+    (:func:`paramlab.optim.configuring`): ``adam_atan2`` has no epsilon and
     ``adafactor`` (the paper's algorithm) neither moments' decays nor epsilon.
     """
-    shared = dict(b1=o.b1, b2=o.b2, eps=o.eps, momentum=o.b1)
-    reads = OPTIMIZERS[o.name].hyperparameters
-    kwargs = {key: value for key, value in shared.items() if key in reads}
+    kwargs = configuring(o.name, b1=o.b1, b2=o.b2, eps=o.eps, momentum=o.b1)
     if o.clip_norm < 0:
         raise ValueError(f"clip_norm must be >= 0, got {o.clip_norm!r}")
     optimizer = plan.optimizer(o.name, schedule, weight_decay=o.weight_decay, **kwargs)

@@ -1,30 +1,16 @@
 """Alignment exponents alpha, omega, u per layer (Everett et al., 2024; ``docs/reference.md`` §2, §8).
 
-For a dense layer ``y = x W`` (Flax convention: kernel ``W`` of shape ``(fan_in, fan_out)``) with
-input ``x0`` and kernel ``W0`` at a reference point (usually initialization) and ``x``, ``W`` now,
-write ``dx = x - x0``, ``dW = W - W0``. The change of the output splits as::
+For a dense layer ``y = x W`` with input ``x0`` and kernel ``W0`` at a reference point (usually init),
+``y - y0 = x0 dW (alpha) + dx W0 (omega) + dx dW (u)``, and the exponent of a term ``v M`` is
+``log(RMS(v M) / (RMS(v) RMS(M))) / log(fan_in)`` averaged over the batch's examples (1/2 for
+independent ``v``, ``M``; 1 for a rank-1 ``M`` aligned with ``v``). A forward multiplier cancels, so
+stored and effective parameters agree. Examples with ``v = 0`` or a zero ``M`` have no exponent and
+are left out; a term with none left is ``nan``.
 
-    y - y0 = x0 dW   (alpha)   +   dx W0   (omega)   +   dx dW   (u)
-
-The alignment exponent of a term ``v M`` (a row vector ``v`` of length ``fan_in`` times a matrix) is::
-
-    exponent(v, M) = log( RMS(v M) / (RMS(v) RMS(M)) ) / log(fan_in)
-
-averaged over the examples ``v`` of the batch (every leading position, e.g. every token, is an
-example). For ``v`` independent of ``M`` with i.i.d. entries ``RMS(v M) = sqrt(fan_in) RMS(v) RMS(M)``,
-the exponent is 1/2; for a rank-1 ``M = v^T g`` aligned with the input ``RMS(v M) = fan_in RMS(v)
-RMS(M)``, the exponent is 1. Full alignment is ``(alpha, omega, u) = (1, 1/2, 1)``, no alignment
-``(1/2, 1/2, 1/2)``. A scalar forward multiplier on ``W`` cancels in the ratio, so stored and
-effective parameters give the same exponents. An example with ``v = 0`` (e.g. ``dx`` at the
-reference point) or a zero ``M`` (``dW`` before the first update) has no exponent; those are left out
-of the average, and a term with none left is ``nan``.
-
-:func:`capture_dense_inputs` records, during any Flax Linen ``apply``, the input and the ``kernel``
-of every module call whose kernel contracts the input's trailing axes (``nn.Dense``,
-``nn.DenseGeneral`` including multi-axis attention projections, and similar layers);
-:func:`make_alignment_fn` turns a reference point and a probe batch into a jit-compatible
-``params -> {"alignment/alpha/<layer>": ..., ...}`` metric function for logging during training;
-:func:`alignment_probe` takes the reference parameters as an argument instead (for vmapped sweeps).
+:func:`capture_dense_inputs` records the input and kernel of every Linen module call whose kernel
+contracts the input's trailing axes (``Dense``, ``DenseGeneral``); :func:`make_alignment_fn` gives a
+jit-compatible ``params -> {"alignment/alpha/<layer>": ...}``; :func:`alignment_probe` takes the
+reference parameters as an argument (for vmapped sweeps).
 """
 
 from __future__ import annotations

@@ -1,25 +1,14 @@
 """Coordinate check: the size of every module's output across widths over the first steps of training.
 
-The test of Tensor Programs V (Yang et al., 2022, arXiv 2203.03466; ``microsoft/mup``'s
-``get_coord_data``): for widths ``w_1 < ... < w_k`` build the model under one
-parametrization, repeat **one fixed batch**, and at steps ``t = 1 .. T`` record the mean absolute
-value ``l1 = mean |y|`` of the output ``y`` of every module during the forward pass, then take an
-optimizer step. Step ``t = 1`` is the forward pass at initialisation; step ``t`` sees the parameters
-after ``t - 1`` updates. Use a larger learning rate than usual (e.g. Adam ``1e-2``) so that the
-updates dominate.
+Tensor Programs V's test (Yang et al., 2022, arXiv 2203.03466; ``microsoft/mup``'s
+``get_coord_data``), stated in ``docs/reference.md`` §6: repeat one fixed batch and record
+``l1 = mean |y|`` of every module's output at steps ``t = 1 .. T`` (``t = 1`` at init), then step.
+Flat curves in width mean width-independent feature learning (muP); SP with one global LR grows.
 
-A parametrization with width-independent feature learning (muP) gives curves that are flat in
-width at every step; the standard parametrization with one global learning rate gives hidden and
-output activations that grow with width after the first step. Only at initialisation may the
-output (and attention logits) shrink like ``width^{-1/2}`` under muP, unless the readout (and the
-query) is zero-initialised (``docs/reference.md`` section 6).
-
-:func:`coord_check` runs the procedure for any model given as a :class:`CoordCheckSetup` factory (a
-pure ``forward(params, batch) -> (loss, {module: activation})`` plus an init function and an
-optimizer builder; :mod:`paramlab.diagnostics.setups` builds them for Linen and NNX models under a
-parametrization plan), training with :func:`paramlab.train.make_train_step`, the train loop's own
-step. :func:`coord_check_summary` fits each module's log-log slope of ``l1`` against width and its
-max / min ratio across widths, per step.
+:func:`coord_check` runs it for any model given as a :class:`CoordCheckSetup` factory
+(:mod:`paramlab.diagnostics.setups` builds them for Linen and NNX models under a plan), training with
+:func:`paramlab.train.make_train_step`; :func:`coord_check_summary` fits each module's log-log slope
+of ``l1`` against width and its max / min ratio across widths, per step.
 """
 
 from __future__ import annotations
@@ -136,13 +125,9 @@ def coord_check(
       parametrization, optimizer: labels copied into every record.
       compiler_options: ``jax.jit`` compiler options (e.g. :data:`FAST_CPU_COMPILE` on CPU).
 
-    Returns:
-      Records ``{"parametrization", "optimizer", "width", "step", "module", "l1"}`` (python
-      scalars and strings), ordered by width, step, module.
-
-    Raises:
-      ValueError: bad ``widths`` / ``steps`` / ``learning_rate``, or a width whose forward records no
-        module or a non-finite value.
+    Returns records ``{"parametrization", "optimizer", "width", "step", "module", "l1"}`` ordered by
+    width, step, module. A ``ValueError`` names a bad ``widths`` / ``steps`` / ``learning_rate``, or a
+    width whose forward pass records no module or a non-finite value.
     """
     widths = check_widths(widths)
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:

@@ -28,15 +28,11 @@ def plot_coord_check(
     flat line is width-independent; zero values (a zero-initialised readout at step 1) are not drawn.
 
     Args:
-      records: :func:`paramlab.diagnostics.coord_check` records.
-      path: the PNG file to write.
-      title: the figure's title.
+      records: :func:`paramlab.diagnostics.coord_check` records; ``path``: the PNG to write.
       modules: plot only these modules (default: all, in sorted order).
       output_name: the model's own output, drawn dashed in black.
-      min_octaves: every row's y-axis (shared across its steps) spans at least this many powers of
-        2, so that a curve flat within a few percent also looks flat.
+      min_octaves: each row's y-axis spans at least this many powers of 2 (a flat curve looks flat).
     """
-    from matplotlib import colormaps
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -48,7 +44,6 @@ def plot_coord_check(
     unknown = sorted(set(names) - {r["module"] for r in records})
     if unknown:
         raise ValueError(f"plot_coord_check: modules {unknown} are not in the records.")
-    colors = colormaps["tab10"].colors
     legend_cols = math.ceil(len(names) / 28)
     legend_width = 1.9 * legend_cols
     width = 4.2 * len(steps) + legend_width
@@ -60,18 +55,7 @@ def plot_coord_check(
         row = [r for r in records if (r["parametrization"], r["optimizer"]) == (name, opt) and r["l1"] > 0]
         for j, step in enumerate(steps):
             ax = axes[i][j]
-            for k, module in enumerate(names):
-                points = sorted(
-                    (r["width"], r["l1"]) for r in row if (r["step"], r["module"]) == (step, module)
-                )
-                if not points:
-                    continue
-                if module == output_name:
-                    style = dict(color="black", linestyle="--", linewidth=2.0, zorder=3)
-                else:
-                    style = dict(color=colors[k % 10], linestyle=_LINESTYLES[(k // 10) % len(_LINESTYLES)])
-                (line,) = ax.plot(*zip(*points), marker="o", markersize=3, label=module, **style)
-                handles.setdefault(module, line)
+            handles.update(_draw_modules(ax, row, step, names, output_name))
             ax.set_xscale("log", base=2)
             ax.set_yscale("log", base=2)
             if row:
@@ -91,6 +75,25 @@ def plot_coord_check(
 
 
 _LINESTYLES = ("-", "--", ":", "-.")
+
+
+def _draw_modules(ax: Any, row: list, step: int, names: Sequence[str], output_name: str) -> dict[str, Any]:
+    """One panel's lines (``l1`` against width per module at ``step``); their legend handles."""
+    from matplotlib import colormaps
+
+    colors = colormaps["tab10"].colors
+    handles = {}
+    for k, module in enumerate(names):
+        points = sorted((r["width"], r["l1"]) for r in row if (r["step"], r["module"]) == (step, module))
+        if not points:
+            continue
+        if module == output_name:
+            style = dict(color="black", linestyle="--", linewidth=2.0, zorder=3)
+        else:
+            style = dict(color=colors[k % 10], linestyle=_LINESTYLES[(k // 10) % len(_LINESTYLES)])
+        (line,) = ax.plot(*zip(*points), marker="o", markersize=3, label=module, **style)
+        handles[module] = line
+    return handles
 
 
 def _log_limits(values: Sequence[float], min_octaves: float) -> tuple[float, float]:

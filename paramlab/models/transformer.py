@@ -1,46 +1,15 @@
 """A decoder-only Transformer in the NanoDO style (Flax Linen), ready for width parametrizations.
 
-Pre-norm blocks ``x += attn(norm(x)); x += mlp(norm(x))``, a final norm and a readout::
+Pre-norm blocks ``x += attn(norm(x)); x += mlp(norm(x))``, a final norm and a readout. Its parameters,
+their declared fan axes and initializers are tabulated in ``docs/reference.md`` §9: every own
+initializer has variance ``1 / fan_in`` (lecun) or, for the tables whose fan-in is the vocabulary /
+context length, a width-independent std, and the parametrization engine rescales from there.
 
-    embed/embedding               (vocab, d_model)         in (0,)    out (1,)     normal(1.0)
-    pos_embed/embedding           (max_len, d_model)       in (0,)    out (1,)     [positions="learned"]
-    block_i/attn_norm/scale       (d_model,)                                       [+bias: "layer", use_bias]
-    block_i/attn/{q,k,v}/kernel   (d_model, heads, d_head) in (0,)    out (1, 2)   lecun_normal
-    block_i/attn/{q,k,v}/bias     (heads, d_head)          in ()      out (0, 1)   [use_bias]
-    block_i/attn/{q,k}_norm/scale (d_head,)                                        [qk_layernorm]
-    block_i/attn/o/kernel         (heads, d_head, d_model) in (0, 1)  out (2,)     lecun_normal
-    block_i/attn/o/bias           (d_model,)                                       [use_bias]
-    block_i/mlp_norm/scale        (d_model,)
-    block_i/mlp/fc_in/kernel      (d_model, d_ff)          in (0,)    out (1,)     lecun_normal
-    block_i/mlp/fc_out/kernel     (d_ff, d_model)          in (0,)    out (1,)     lecun_normal
-    final_norm/scale              (d_model,)
-    readout/kernel                (d_model, vocab)         in (0,)    out (1,)     [untied; zero_init_readout]
-
-(``in`` / ``out``: the declared fan-in / fan-out axes; vectors default to fan-out ``(0,)``; every
-Dense layer also has a ``bias`` when ``use_bias``.)
-
-Every parameter's own initializer has variance ``1 / fan_in`` (lecun) or, for the embedding tables
-whose fan-in is the fixed vocabulary / context length, a width-independent std; the
-parametrization engine rescales from there (``paramlab.parametrization``).
-
-**Tied embeddings** compute ``logits = h @ embed.T``. The engine sees one table, an input weight
-(fan-in = vocab); its readout factor cannot be a multiplier of that shared table, so a
-parametrization sets :attr:`TransformerConfig.logits_multiplier` (e.g. ``1 / width_ratio`` under
-muP) instead. With ``logits_multiplier=1`` and the ``normal(1.0)`` table, tied logits start with a
-std of about ``sqrt(d_model)``.
-
-**Attention** ``softmax(scale * q k^T) v`` with ``scale = attention_multiplier / sqrt(d_head)``
-(``attention_scale="sqrt"``) or ``attention_multiplier * sqrt(attention_base_d_head) / d_head``
-(``"linear"``, muP's ``1/d`` rule, equal to ``"sqrt"`` at ``d_head = attention_base_d_head``; without
-a base head width, plain ``attention_multiplier / d_head``).
-``d_model`` and ``n_heads * d_head`` are independent sizes (the output projection maps one to the
-other), so a parametrization may grow heads, head width or both.
-
-**Coordinate checks** need no code here: ``model.apply(variables, tokens,
-capture_intermediates=True, mutable=["intermediates"])`` records every submodule's output under its
-path (``intermediates/block_0/attn/q/__call__``, ``.../mlp/fc_in/__call__``, ``readout``, ...).
-
-**NNX**: only the Linen Transformer exists; use it from NNX through ``flax.nnx.bridge`` if needed.
+Tied embeddings compute ``logits = h @ embed.T``; the readout factor cannot multiply the shared table,
+so a plan sets :attr:`TransformerConfig.logits_multiplier` (``Plan.tied_readout_multiplier``).
+Attention is ``softmax(scale * q k^T) v`` with :attr:`TransformerConfig.attention_logit_scale`;
+``d_model`` and ``n_heads * d_head`` are independent sizes, so a plan may grow heads, head width or
+both. Coordinate checks read ``capture_intermediates`` paths (``block_0/attn/q/__call__``, ...).
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ from paramlab.optim.alias import (
     OPTIMIZERS,
     WEIGHT_DECAY_MODES,
     OptimizerEntry,
+    configuring,
     family_of,
     optimizer,
 )

@@ -27,7 +27,7 @@ import jax
 import numpy as np
 import optax
 
-from paramlab.optim.common import is_absent, resolve_per_leaf
+from paramlab.optim.common import check_same_paths, is_absent, resolve_per_leaf
 from paramlab.optim.fan_axes import FanAxes
 
 __all__ = ["FactoredAxes", "leaf_factoring"]
@@ -112,13 +112,7 @@ def _declared_fan_axes(tree: Any, fan_axes: Any) -> list[FanAxes | None]:
             )
         declared[jax.tree_util.keystr(path)] = entry
     wanted = [jax.tree_util.keystr(path) for path, leaf in flat if not isinstance(leaf, optax.MaskedNode)]
-    missing = sorted(set(wanted) - set(declared))
-    extra = sorted(set(declared) - set(wanted))
-    if missing or extra:
-        raise ValueError(
-            f"fan_axes does not match the parameters: no entry for {missing[:5]}, entries for unknown "
-            f"parameters {extra[:5]}."
-        )
+    check_same_paths(declared, wanted, "fan_axes")
     return [
         None if isinstance(leaf, optax.MaskedNode) else declared[jax.tree_util.keystr(path)]
         for path, leaf in flat

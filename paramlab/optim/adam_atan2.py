@@ -1,29 +1,13 @@
 """Adam-atan2: Adam whose division by the RMS is replaced by a bounded, scale-free arctangent.
 
-With gradients ``g_t``, decays ``b1, b2`` and constants ``a, b > 0`` (``docs/reference.md`` section 4;
-Everett et al., 2024, "Scaling Exponents Across Parameterizations and Optimizers", section on
-epsilon)::
+Everett et al. (2024), arXiv 2407.05872; the update, its properties and its float32 representation
+are ``docs/reference.md`` §4::
 
-    m_t = b1 m_{t-1} + (1 - b1) g_t          v_t = b2 v_{t-1} + (1 - b2) g_t^2
-    m_hat = m_t / (1 - b1^t)                 v_hat = v_t / (1 - b2^t)
-    u_t = a * atan2(m_hat, b * sqrt(v_hat))                                  (no epsilon)
+    u_t = a * atan2(m_hat, b * sqrt(v_hat))          (no epsilon; |u| <= a pi / 2)
 
-Properties: ``u`` is unchanged when every gradient is multiplied by the same ``s > 0`` (``atan2(s y,
-s x) = atan2(y, x)``), ``|u| <= a pi / 2``, zero gradients give exactly zero updates, and when
-``|m_hat| << sqrt(v_hat)`` it is Adam (``eps = 0``) with learning rate ``a lr / b`` since
-``atan(z) ~= z``. ``a = 1.27 ~= 4/pi`` makes ``a atan2(1, 1) ~= 1``, Adam's step when
-``|m_hat| = sqrt(v_hat)``.
-
-**Representation of the second moment.** ``g^2`` overflows float32 for ``|g| > 1.8e19`` and
-underflows to zero for ``|g| < 4e-23``, which would freeze (``v = inf``) or saturate (``v = 0``) the update.
-The state therefore stores the *root* ``nu = sqrt(v)``, updated without ever forming ``g^2``::
-
-    s = max(nu, |g|, tiny)      nu_t = s * sqrt(b2 (nu/s)^2 + (1 - b2) (g/s)^2)
-
-(a scaled ``hypot``; ``tiny`` is the dtype's smallest normal number so ``1/s`` is finite). The bias
-corrections are folded into one scalar, ``u = a * atan2(m_t, k_t nu_t)`` with
-``k_t = b (1 - b1^t) / sqrt(1 - b2^t)``, so neither ``m_hat`` nor ``v_hat`` is ever materialised.
-The arctangent is :func:`paramlab.optim.atan.atan2_nonneg` (one division and a polynomial).
+The state stores ``nu = sqrt(v)``, updated as a scaled hypot so that ``g^2`` is never formed, and the
+bias corrections fold into one scalar: ``u = a * atan2(m_t, k_t nu_t)``, ``k_t = b (1 - b1^t) /
+sqrt(1 - b2^t)``. The arctangent is :func:`paramlab.optim.atan.atan2_nonneg`.
 """
 
 from __future__ import annotations

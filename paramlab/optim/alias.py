@@ -44,7 +44,15 @@ from paramlab.optim.scaling import (
     scale_by_tree,
 )
 
-__all__ = ["FAMILIES", "OPTIMIZERS", "WEIGHT_DECAY_MODES", "OptimizerEntry", "family_of", "optimizer"]
+__all__ = [
+    "FAMILIES",
+    "OPTIMIZERS",
+    "WEIGHT_DECAY_MODES",
+    "OptimizerEntry",
+    "configuring",
+    "family_of",
+    "optimizer",
+]
 
 FAMILIES = ("sgd", "adam", "adafactor")
 WEIGHT_DECAY_MODES = ("lr_coupled", "independent")
@@ -161,6 +169,16 @@ def family_of(name: str) -> str:
     return OPTIMIZERS[name].family
 
 
+def configuring(name: str, **values: Any) -> dict[str, Any]:
+    """The entries of ``values`` that configure optimizer ``name`` (its entry's ``hyperparameters``).
+
+    A config holding ``b1``, ``b2``, ``eps`` and ``momentum`` for every optimizer passes each one just
+    its own: ``optimizer(name, lr, **configuring(name, **config))``.
+    """
+    check_choice(name, OPTIMIZERS, "optimizer")
+    return {key: value for key, value in values.items() if key in OPTIMIZERS[name].hyperparameters}
+
+
 def optimizer(
     name: str,
     learning_rate: optax.ScalarOrSchedule,
@@ -187,8 +205,7 @@ def optimizer(
       learning_rate: the global LR ``eta`` (a float or an optax schedule).
       b1: first-moment decay (``None``: 0.9; ``adafactor``: no first moment).
       b2: second-moment decay (``None``: 0.999; ``adafactor``: the power schedule ``1 - t^-0.8``).
-      eps: Adam's epsilon ``eps_0`` (``adam`` / ``adamw`` only), per leaf ``eps_0 * eps_l``.
-      eps_root: Adam's epsilon inside the square root.
+      eps, eps_root: Adam's epsilon ``eps_0`` (per leaf ``eps_0 * eps_l``) and inside the root.
       momentum, nesterov: SGD momentum (0: plain SGD).
       weight_decay: the global decay rate ``wd``, per leaf ``wd * w_l``; a Python ``0`` leaves the
         decay out of the chain.
@@ -213,18 +230,25 @@ def optimizer(
     if "fan_axes" in extra:
         raise ValueError("fan_axes is a per-leaf argument of optimizer(), not an extra one.")
     hyper = Hyperparameters(b1, b2, eps, eps_root, momentum, nesterov, mu_dtype)
-    parts = [entry.preconditioner(hyper, eps_scales, fan_axes, extra)]
-    use_decay = not (_is_python_number(weight_decay) and weight_decay == 0)
-    decay = _decay(weight_decay, weight_decay_scales, weight_decay_mode)
-    coupled = weight_decay_mode == "lr_coupled"
-    if use_decay and coupled:
-        parts.append(decay)
+    preconditioner = entry.preconditioner(hyper, eps_scales, fan_axes, extra)
+    return optax.chain(
+        preconditioner,
+        *_scaling(learning_rate, lr_scales, weight_decay, weight_decay_scales, weight_decay_mode),
+    )
+
+
+def _scaling(
+    learning_rate: Any, lr_scales: Any, weight_decay: Any, weight_decay_scales: Any, mode: str
+) -> list[optax.GradientTransformation]:
+    """``[decay], scale_by_tree(lr_scales), -learning_rate, [decay]`` (module docstring)."""
+    parts = []
     if lr_scales is not None:
         parts.append(scale_by_tree(lr_scales))
     parts.append(optax.scale_by_learning_rate(learning_rate))
-    if use_decay and not coupled:
-        parts.append(decay)
-    return optax.chain(*parts)
+    if _is_python_number(weight_decay) and weight_decay == 0:
+        return parts
+    decay = _decay(weight_decay, weight_decay_scales, mode)
+    return [decay, *parts] if mode == "lr_coupled" else [*parts, decay]
 
 
 def _decay(weight_decay: Any, scales: Any, mode: str) -> optax.GradientTransformation:

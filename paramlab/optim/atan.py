@@ -1,23 +1,12 @@
-"""A fused two-argument arctangent for a non-negative second argument.
+"""A fused two-argument arctangent for a non-negative second argument (``docs/reference.md`` §4).
 
-Adam-atan2 (:mod:`paramlab.optim.adam_atan2`) needs ``atan2(m_hat, b * sqrt(v_hat))`` for every
-parameter coordinate. The second argument is never negative, so the general ``atan2`` (which on CPU
-costs about ten divisions in XLA) reduces to one division and an odd polynomial:
-
-* **Ratio in [0, 1].** With ``lo = min(|y|, x)`` and ``hi = max(|y|, x)`` the ratio ``t = lo / hi``
-  lies in ``[0, 1]`` for every pair of finite inputs, so it neither overflows nor underflows (``y / x``
-  with ``y = 1e30``, ``x = 1e-30`` would).
-* **Range reduction.** For ``|y| <= x``: ``atan2(y, x) = sign(y) * atan(t)``; for ``|y| > x``:
-  ``atan2(y, x) = sign(y) * (pi/2 - atan(t))`` (``atan(1/u) = pi/2 - atan(u)`` for ``u > 0``).
-* **Minimax polynomial** (``docs/reference.md`` §4). On ``[0, 1]``, ``atan(t) ~= t * P(t^2)`` with
-  ``P`` of degree 6, fitted by the Remez exchange algorithm for the smallest maximum absolute error
-  under ``P(1) = pi/4`` (exact at ``t = 1``, where Adam-atan2's first step lands, so the branches meet
-  without a jump): ``2.634e-7`` in exact arithmetic, below ``5e-7`` by Horner's rule in float32.
-  ``python scripts/fit_atan.py`` regenerates the coefficients.
-
-Special cases: ``atan2(0, 0) = 0`` (no NaN), ``atan2(y, 0) = sign(y) * pi/2``, ``atan2(+-inf, inf) =
-+-pi/4``, ``atan2(y, inf) = 0`` and ``atan2(+-inf, x) = +-pi/2`` for finite ``x``; NaN propagates.
-Subnormal inputs count as zero where XLA flushes them (CPU, GPU).
+With ``x >= 0``, ``t = min(|y|, x) / max(|y|, x)`` lies in ``[0, 1]`` for any finite inputs (no
+overflow), ``atan2(y, x) = sign(y) atan(t)`` for ``|y| <= x`` and ``sign(y) (pi/2 - atan(t))``
+otherwise, and ``atan(t) ~= t P(t^2)`` with the degree-6 minimax polynomial ``P`` (``P(1) = pi/4``
+exactly; max error 2.634e-7, below 5e-7 in float32; ``scripts/fit_atan.py`` regenerates it). One
+division instead of XLA's general ``atan2``. Special cases: ``atan2(0, 0) = 0``, ``atan2(y, 0) =
+sign(y) pi/2``, ``atan2(+-inf, inf) = +-pi/4``, ``atan2(y, inf) = 0``, ``atan2(+-inf, x) = +-pi/2``;
+NaN propagates; subnormals count as zero where XLA flushes them.
 """
 
 from __future__ import annotations

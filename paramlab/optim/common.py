@@ -125,6 +125,17 @@ def flatten_with_paths(tree: Any, what: str = "tree", is_leaf: Any = None) -> li
     return pairs
 
 
+def check_same_paths(given: Iterable[str], wanted: Iterable[str], name: str) -> None:
+    """Require a per-leaf argument's paths ``given`` to be the parameters' paths ``wanted``."""
+    missing = sorted(set(wanted) - set(given))
+    extra = sorted(set(given) - set(wanted))
+    if missing or extra:
+        raise ValueError(
+            f"{name} does not match the parameters: missing entries for {missing[:5]}, "
+            f"entries for unknown parameters {extra[:5]}."
+        )
+
+
 def check_scalar_tree(tree: Any, params: Any, name: str, non_negative: bool = False) -> None:
     """Require ``tree`` to have the structure of ``params`` with scalar leaves (``>= 0`` if asked).
 
@@ -134,13 +145,7 @@ def check_scalar_tree(tree: Any, params: Any, name: str, non_negative: bool = Fa
     flat = lambda t: jax.tree_util.tree_flatten_with_path(t, is_leaf=lambda x: x is None)[0]
     param_paths = {jax.tree_util.keystr(p): leaf for p, leaf in flat(params)}
     tree_paths = {jax.tree_util.keystr(p): leaf for p, leaf in flat(tree)}
-    missing = sorted(set(param_paths) - set(tree_paths))
-    extra = sorted(set(tree_paths) - set(param_paths))
-    if missing or extra:
-        raise ValueError(
-            f"{name} does not match the parameters: missing entries for {missing[:5]}, "
-            f"entries for unknown parameters {extra[:5]}."
-        )
+    check_same_paths(tree_paths, param_paths, name)
     for path, leaf in tree_paths.items():
         if np.ndim(leaf) != 0:
             raise ValueError(

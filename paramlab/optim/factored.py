@@ -189,28 +189,14 @@ def scale_by_factored_moments(
 ) -> optax.GradientTransformation:
     """Scale updates by a second moment factored over fan-in vs fan-out axis groups (module docstring).
 
-    Args:
-      decay_rate: ``"power"``: the exponent ``c > 0`` of ``b_t = 1 - t^(-c)``; ``"constant"``: ``b`` in
-        ``[0, 1)``.
-      decay_schedule: ``"power"`` (the paper's) or ``"constant"`` (Adam-style, bias-corrected).
-      step_offset: the decay and relative step see ``t = max(step - step_offset, 1)``; ``>= 0``.
-      eps1: added to ``g^2`` before averaging, ``>= 0`` (unused with ``output="atan2"``).
-      b1: decay of the bias-corrected gradient EMA used as numerator, in ``[0, 1)``; ``None``: none.
-      clipping_threshold: ``d > 0`` of the per-leaf clipping; ``None`` disables it.
-      multiply_by_parameter_scale: multiply each leaf's update by ``max(eps2, RMS(param))``.
-      eps2: the floor of the parameter scale, ``>= 0``.
-      relative_step: multiply by ``rho_t = min(1e-2, 1 / sqrt(t))``.
-      output: ``"rsqrt"`` (``N / sqrt(V_hat)``) or ``"atan2"``.
-      min_dim_size_to_factor: factor a leaf only when each group holds at least this many elements
-        (read by ``init``; for width sweeps set it below the smallest width).
-      factored: ``False`` keeps every moment in full (RMSProp with the Adafactor decay).
-      fan_axes: ``None`` (optax's rule), a tree of :class:`paramlab.optim.FanAxes` / ``None`` leaves
-        with the parameters' structure, or a function ``params -> tree``.
-      mu_dtype: dtype of the first moment; ``None``: the parameters' dtype.
-
-    Returns:
-      A ``GradientTransformation`` (state :class:`ScaleByFactoredMomentsState`; numeric
-      hyperparameters may be traced). Raises ``ValueError`` naming a bad argument or parameter path.
+    Every option is defined in ``docs/reference.md`` §5: ``decay_rate`` is the exponent ``c > 0`` of
+    the ``"power"`` schedule or the ``b`` in ``[0, 1)`` of ``"constant"``; ``b1=None``, ``clipping_threshold
+    =None`` turn the first moment and the clipping off. A leaf is factored when each axis group holds
+    at least ``min_dim_size_to_factor`` elements (read by ``init``; for width sweeps set it below the
+    smallest width); ``factored=False`` keeps every moment in full. ``fan_axes``: ``None`` (optax's
+    rule), a tree of :class:`paramlab.optim.FanAxes` / ``None`` with the parameters' structure, or a
+    function ``params -> tree``. Numeric hyperparameters may be traced; a bad one is a ``ValueError``
+    naming it (a bad fan axis names the parameter's path).
     """
     static = _static_choices(
         decay_rate,

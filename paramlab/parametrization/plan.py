@@ -1,25 +1,11 @@
 """A parametrization applied to a model: per-parameter init, forward multiplier, LR, epsilon, decay.
 
-:class:`~paramlab.parametrization.Parametrization` is the model-independent recipe; :class:`Plan`
-joins it with a model's specs (:func:`~paramlab.parametrization.infer_spec`) and computes, for every
-parameter with fan multipliers ``mu_in``, ``mu_out`` and its role's exponents (``f_x = mu_in^-x.fan_in
-* mu_out^-x.fan_out``), the factors of ``docs/reference.md`` section 7::
-
-    multiplier   m  = M * f_a                     effective weight = m * stored weight
-    init scale   s  = S * mu_in^(1/2) * f_b       stored init = s * (the layer's own init)
-    lr           lr = G * f_c                     per-parameter LR = eta * lr
-    epsilon      e  = f_g ("per_layer") or 1      Adam epsilon = eps_0 * e
-    weight decay w  = W / f_c ("lr_coupled") or W ("independent")
-
-with per-role constants ``M, S, G, W`` (default 1; keyed by role, ``"vector"`` or an ``fnmatch``
-pattern on the path, a pattern beating ``"vector"`` beating a role). At the base width every factor
-is exactly 1.0, so any parametrization reproduces the base model bit for bit: the invariant that
-lets one tune at the proxy size and switch parametrization without retuning there.
-
-The plan holds factors and applies them (init, forward, per-leaf trees); the optimizers are
-:mod:`paramlab.optim`'s, fed those trees (:meth:`Plan.optimizer_scales`, :meth:`Plan.optimizer`).
-``lr_mode="global"`` (one LR, section 2) and tied embeddings (:meth:`Plan.tied_readout_multiplier`)
-are described in section 7 too.
+:class:`Plan` joins a :class:`~paramlab.parametrization.Parametrization` with a model's specs
+(:func:`~paramlab.parametrization.infer_spec`) and computes every parameter's factors
+(``docs/reference.md`` §7: multiplier ``M f_a``, init ``S mu_in^(1/2) f_b``, LR ``G f_c``, epsilon
+``f_g``, weight decay ``W / f_c`` or ``W``). At the base width every factor is exactly 1.0, so any
+parametrization reproduces the base model bit for bit. The plan applies its factors (init, forward,
+per-leaf trees); the optimizers are :mod:`paramlab.optim`'s, fed those trees.
 """
 
 from __future__ import annotations
@@ -61,17 +47,11 @@ class ParamScales:
 
 @dataclasses.dataclass(frozen=True, repr=False)
 class Plan:
-    """A :class:`Parametrization` applied to a model's specs (module docstring).
+    """A :class:`Parametrization` applied to ``specs`` (``{path: ParamSpec}``); ``scales`` computed.
 
-    Build it with :func:`paramlab.parametrization.make_plan` (from a model factory) or directly from
-    :func:`~paramlab.parametrization.infer_spec`'s output. Trees passed to its methods may be any
-    pytree whose leaf paths are the specs' (Linen dicts, ``FrozenDict``, ``nnx.State``); methods that
-    take parameters also accept a Linen variables dict holding them under ``"params"``.
-
-    Attributes:
-      specs: ``{path: ParamSpec}``.
-      parametrization: the recipe.
-      scales: ``{path: ParamScales}`` (computed).
+    Build it with :func:`paramlab.parametrization.make_plan` or from :func:`infer_spec`'s output.
+    Its methods take any pytree with the specs' leaf paths (Linen dicts, ``FrozenDict``,
+    ``nnx.State``), or a Linen variables dict holding the parameters under ``"params"``.
     """
 
     specs: Mapping[str, ParamSpec]

@@ -1,39 +1,17 @@
 """Static per-parameter specs: which axes grow with width, by how much, and the parameter's role.
 
 :func:`infer_spec` compares three shape trees, as ``microsoft/mup``'s base shapes do: the model at
-its **base** width(s) (where every parametrization must equal the base model), at a **delta**
-width (any other width, only to tell which axes are widths) and at the **target** width. An axis is
-*infinite* (a width) iff its size differs between base and delta. The fan-in / fan-out axes come
-from the layers (:mod:`paramlab.nn.metadata`): never from a "last infinite axis is fan-in" rule,
-since Flax kernels are ``(in, out)`` and attention kernels are 3-D.
+its **base** width, at a **delta** width (only to tell which axes are widths: an axis is a width iff
+its size differs between base and delta) and at the **target** width. Fan-in / fan-out axes come from
+the layers (:mod:`paramlab.nn.metadata`), never from a "last axis is fan-in" rule. The role follows
+which of them grow (``docs/reference.md`` §1): embedding (fan-out only), hidden (both), readout (fan-in
+only) or fixed (neither: every factor is exactly 1). A fixed *matrix* is more often a width the delta
+model forgot to vary, so by default (``fixed="vectors"``) only fixed parameters of rank <= 1 pass.
 
-Roles (``docs/reference.md`` section 1, TP-V Table 3):
-
-=========================  ============================  ==========================================
-fan-in infinite?           fan-out infinite?             role
-=========================  ============================  ==========================================
-no                         yes                           ``embedding`` (input weights, biases, gains)
-yes                        yes                           ``hidden``
-yes                        no                            ``readout``
-no                         no                            ``fixed`` (no factor depends on width)
-=========================  ============================  ==========================================
-
-A ``fixed`` parameter contracts and produces only fixed dimensions, so no parametrization scales it:
-every factor of the plan is exactly 1 (for a readout bias of the vocabulary's size this *is* the
-TP-V rule for biases, and what ``mup``'s optimizers do with such parameters). A fixed *matrix* is
-more often a width the delta model forgot to vary, so by default (``fixed="vectors"``) only fixed
-parameters of rank <= 1 are accepted; ``fixed="all"`` accepts every one, ``fixed="error"`` none, and
-``roles={path: "fixed"}`` marks single parameters.
-
-Multipliers: ``fan_in_mult`` is the product of ``target / base`` over the fan-in axes (1 for none),
-likewise ``fan_out_mult``. ``width_mult`` is the multiplier a role's single-width exponents refer to
-(``mup``'s convention): the fan-out's for an embedding (its fan-in is fixed), the fan-in's for hidden
-and readout weights (their forward scale is set by the sum over the fan-in), 1 when fixed.
-
-Paths are the tree's keys joined by ``/`` (``"block_0/attn/q/kernel"``); the trailing ``.value``
-attributes through which ``flax.nnx`` variables and Linen metadata boxes (``FanAxesBox``,
-``nn.Partitioned``) flatten are dropped, so boxed and unboxed Linen trees and NNX states of the same
-model give the same paths (a flat dict keyed by such path strings gives them too).
+``fan_in_mult`` / ``fan_out_mult`` are the products of ``target / base`` over those axes;
+``width_mult`` is the one a role's single-width exponents refer to (``mup``'s convention: fan-out for
+an embedding, fan-in otherwise). Paths join the tree's keys with ``/`` and drop the ``.value`` of
+NNX variables and Linen boxes, so boxed, unboxed and NNX trees of one model give the same paths.
 """
 
 from __future__ import annotations
@@ -182,19 +160,13 @@ def infer_spec(
         ``"embedding"``, ``"hidden"``, ``"readout"``, ``"fixed"``); every path must exist.
       fixed: which parameters without a width axis are accepted as ``"fixed"``: ``"vectors"``
         (rank <= 1, the default), ``"all"``, or ``"error"`` (none; mark them with ``roles``).
-      integer_ratios: require every width axis's ``target / base`` (or, for a target narrower than
-        the base, ``base / target``) to be an integer. Ratios below 1 are legitimate: every formula
-        holds for any ratio, so a plan may shrink a model as well as grow it.
+      integer_ratios: require every width axis's ``target / base`` or ``base / target`` to be an
+        integer (a target narrower than the base is legitimate: the formulas hold for any ratio).
 
-    Returns:
-      ``{path: ParamSpec}`` in the target tree's flatten order.
-
-    Raises:
-      ValueError: naming the path, for trees of different structure or ranks, a non-integer ratio
-        (with ``integer_ratios``), an axis that changes
-        between base and target but not between base and delta, a width axis that is neither
-        fan-in nor fan-out, an unaccepted fixed parameter, an unknown path or role in ``roles``, or
-        no width axis anywhere.
+    Returns ``{path: ParamSpec}`` in the target tree's flatten order. A ``ValueError`` names the path
+    of whatever does not fit: trees of other structure or ranks, a non-integer ratio, an axis that
+    changes between base and target but not between base and delta, a width axis that is neither
+    fan-in nor fan-out, an unaccepted fixed parameter, an unknown path or role, or no width axis.
     """
     if fixed not in _FIXED_POLICIES:
         raise ValueError(f"fixed must be one of {_FIXED_POLICIES}, got {fixed!r}.")

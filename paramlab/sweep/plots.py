@@ -36,11 +36,10 @@ def plot_lr_transfer(
     Args:
       records: sweep records with ``panel_key``, ``line_key``, ``x`` and ``y`` (see
         :mod:`paramlab.sweep.results`).
-      path: the ``.png`` file to write.
+      path: the PNG to write; ``title``: the figure's title.
       panel_key: one panel per distinct value (e.g. parametrization).
       line_key: one line per distinct value within a panel (e.g. width), coloured in order.
       x, y: the axes (``x`` on a log scale).
-      title: the figure title.
       y_max: the top of every panel (default: a little above the largest finite ``y`` shown, capped
         at the largest ``initial_loss`` of the records if they have one).
     """
@@ -66,18 +65,8 @@ def plot_lr_transfer(
         ax = fig.add_subplot(nrows, ncols, i + 1)
         for color, line in zip(colors, lines):
             curve = sorted((k[2], v) for k, v in means.items() if k[0] == panel and k[1] == line)
-            if not curve:
-                continue
-            xs = np.array([c[0] for c in curve], float)
-            ys = np.array([c[1] for c in curve], float)
-            ok = np.isfinite(ys)
-            ax.plot(
-                xs[ok], np.minimum(ys[ok], top), "o-", color=color, markersize=3, label=f"{line_key}={line}"
-            )
-            ax.plot(xs[~ok], np.full((~ok).sum(), top), "x", color=color, markersize=6)
-            if ok.any():
-                best = np.argmin(np.where(ok, ys, np.inf))
-                ax.plot(xs[best], ys[best], "*", color=color, markersize=12, markeredgecolor="black")
+            if curve:
+                _draw_curve(ax, curve, top, color, f"{line_key}={line}")
         ax.set_xscale("log", base=2)
         ax.set_ylim(bottom, top)
         ax.set_title(f"{panel_key}={panel}")
@@ -90,6 +79,18 @@ def plot_lr_transfer(
         fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(os.fspath(path), dpi=90)
+
+
+def _draw_curve(ax: Any, curve: list[tuple[float, float]], top: float, color: Any, label: str) -> None:
+    """One loss curve: finite points joined (clipped at ``top``), diverged ones as x, the best as a star."""
+    xs = np.array([c[0] for c in curve], float)
+    ys = np.array([c[1] for c in curve], float)
+    ok = np.isfinite(ys)
+    ax.plot(xs[ok], np.minimum(ys[ok], top), "o-", color=color, markersize=3, label=label)
+    ax.plot(xs[~ok], np.full((~ok).sum(), top), "x", color=color, markersize=6)
+    if ok.any():
+        best = np.argmin(np.where(ok, ys, np.inf))
+        ax.plot(xs[best], ys[best], "*", color=color, markersize=12, markeredgecolor="black")
 
 
 def _default_top(records: Sequence[Mapping[str, Any]], finite: list[float]) -> float:

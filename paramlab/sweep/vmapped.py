@@ -220,7 +220,7 @@ def run_sweep(
     roles: Any = None,
     probe_fn: Callable[[Any, Any], Mapping[str, jax.Array]] | None = None,
 ) -> SweepResult:
-    """Train every member for ``steps`` steps as one compiled program and tabulate the results.
+    """Train every member for ``steps`` steps as one compiled program: a :class:`SweepResult`.
 
     Args:
       init_params: ``rng -> params`` (each member uses ``jax.random.key(member["seed"])``).
@@ -239,17 +239,8 @@ def run_sweep(
         member after each compiled call (e.g. alignment exponents,
         :func:`paramlab.diagnostics.alignment_probe`); ``nan`` for diverged members. Its last values
         are added to the records.
-
-    Returns:
-      A :class:`SweepResult`.
     """
-    for name, value, low in (("steps", steps, 1), ("steps_per_call", steps_per_call, 1)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}.")
-    if isinstance(final_window, bool) or not isinstance(final_window, (int, np.integer)):
-        raise ValueError(f"final_window must be an integer in [1, steps], got {final_window!r}.")
-    if not 1 <= final_window <= steps:
-        raise ValueError(f"final_window must be an integer in [1, steps={steps}], got {final_window!r}.")
+    _check_lengths(steps, steps_per_call, final_window)
     timings = {"init_s": 0.0, "compile_s": 0.0, "train_s": 0.0, "eval_s": 0.0}
     t0 = time.perf_counter()
     state = jax.block_until_ready(init_sweep(init_params, optimizer_fn, members))
@@ -258,6 +249,41 @@ def run_sweep(
     sweep_step = make_sweep_step(
         loss_fn, optimizer_fn, members, microbatches=microbatches, compute_dtype=compute_dtype, roles=roles
     )
+    state, history = _train_in_chunks(sweep_step, state, batches, steps, steps_per_call, probe, timings)
+    eval_loss = None
+    if eval_batches is not None:
+        t0 = time.perf_counter()
+        eval_loss = evaluate_members(loss_fn, state, eval_batches())
+        timings["eval_s"] = time.perf_counter() - t0
+    probes = {} if probe is None else probe.table()
+    records = _records(members, history, state, eval_loss, final_window, steps)
+    for name, values in probes.items():
+        if name != "step":
+            for record, value in zip(records, values[-1]):
+                record[name] = float(value)
+    return SweepResult(records, history, state, timings, probes)
+
+
+def _check_lengths(steps: Any, steps_per_call: Any, final_window: Any) -> None:
+    for name, value, low in (("steps", steps, 1), ("steps_per_call", steps_per_call, 1)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}.")
+    if isinstance(final_window, bool) or not isinstance(final_window, (int, np.integer)):
+        raise ValueError(f"final_window must be an integer in [1, steps], got {final_window!r}.")
+    if not 1 <= final_window <= steps:
+        raise ValueError(f"final_window must be an integer in [1, steps={steps}], got {final_window!r}.")
+
+
+def _train_in_chunks(
+    sweep_step: Callable,
+    state: SweepState,
+    batches: Iterator[Any],
+    steps: int,
+    steps_per_call: int,
+    probe: _Probe | None,
+    timings: dict[str, float],
+) -> tuple[SweepState, dict[str, np.ndarray]]:
+    """``steps`` sweep steps, ``steps_per_call`` per compiled ``lax.scan``; the per-step metrics."""
     run_chunk = jax.jit(lambda s, chunk: jax.lax.scan(sweep_step, s, chunk), donate_argnums=0)
     compiled: dict[int, Any] = {}
     chunks = []
@@ -275,18 +301,7 @@ def run_sweep(
         if probe is not None:
             probe.record(state)
     history = {k: np.concatenate([np.asarray(c[k]) for c in jax.device_get(chunks)]) for k in chunks[0]}
-    eval_loss = None
-    if eval_batches is not None:
-        t0 = time.perf_counter()
-        eval_loss = evaluate_members(loss_fn, state, eval_batches())
-        timings["eval_s"] = time.perf_counter() - t0
-    probes = {} if probe is None else probe.table()
-    records = _records(members, history, state, eval_loss, final_window, steps)
-    for name, values in probes.items():
-        if name != "step":
-            for record, value in zip(records, values[-1]):
-                record[name] = float(value)
-    return SweepResult(records, history, state, timings, probes)
+    return state, history
 
 
 class _Probe:

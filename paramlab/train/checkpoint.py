@@ -114,19 +114,12 @@ class Checkpointer:
     ) -> Restored:
         """Restore the checkpoint at ``step`` onto ``abstract_state``'s shapes, dtypes and shardings.
 
-        Args:
-          step: a step from :meth:`all_steps`.
-          abstract_state: a ``TrainState`` of ``jax.ShapeDtypeStruct`` s (with ``sharding`` set for a
-            mesh), e.g. ``jax.eval_shape`` of the state initializer.
-          config: the current run's config; when given, it must equal the saved one except under the
-            dotted key prefixes in ``resume_mutable``.
-          resume_mutable: config key prefixes allowed to differ (e.g. ``"logging"``).
-          plan: the current parametrization plan (JSON); when given, it must equal the saved one (the
-            same config can give another plan if the parametrization code changed).
-
-        Raises:
-          CheckpointError: naming the checkpoint directory, when it is unreadable, was written by a
-            different config or plan, or holds arrays of other shapes or dtypes.
+        ``abstract_state`` is a ``TrainState`` of ``jax.ShapeDtypeStruct`` s (with shardings on a mesh).
+        ``config`` (the current run's), when given, must equal the saved one except under the dotted
+        key prefixes ``resume_mutable``; ``plan`` (JSON), when given, must equal the saved plan (the
+        same config gives another plan if the parametrization code changed). A
+        :class:`CheckpointError` names the directory when it is unreadable, was written by another
+        config or plan, or holds arrays of other shapes or dtypes.
         """
         where = self.step_directory(step)
         try:
@@ -135,19 +128,7 @@ class Checkpointer:
             saved_config = saved_config.config
         except Exception as e:  # orbax raises many types for unreadable files
             raise CheckpointError(f"checkpoint {where} is unreadable ({type(e).__name__}: {e}).") from e
-        if config is not None:
-            diffs = config_differences(saved_config, _json_roundtrip(config, "config"), resume_mutable)
-            if diffs:
-                raise CheckpointError(
-                    f"checkpoint {where} was written by a different config ({'; '.join(diffs[:6])}); "
-                    "use a new workdir or the original config."
-                )
-        problems = _shape_problems(meta["state"], abstract_state)
-        if problems:
-            raise CheckpointError(
-                f"checkpoint {where} does not match the current model/optimizer state ({len(problems)} "
-                f"arrays differ): {'; '.join(problems[:4])}."
-            )
+        _check_compatible(where, saved_config, meta["state"], config, resume_mutable, abstract_state)
         try:
             restored = self._manager.restore(
                 step,
@@ -230,6 +211,30 @@ def _json_roundtrip(value: Any, name: str) -> Any:
         return json.loads(json.dumps(value))
     except TypeError as e:
         raise ValueError(f"{name} must be JSON-serializable: {e}") from e
+
+
+def _check_compatible(
+    where: str,
+    saved_config: Any,
+    saved_state: Any,
+    config: Mapping | None,
+    resume_mutable: Iterable[str],
+    abstract_state: Any,
+) -> None:
+    """Raise :class:`CheckpointError` unless the checkpoint's config and array shapes fit this run."""
+    if config is not None:
+        diffs = config_differences(saved_config, _json_roundtrip(config, "config"), resume_mutable)
+        if diffs:
+            raise CheckpointError(
+                f"checkpoint {where} was written by a different config ({'; '.join(diffs[:6])}); "
+                "use a new workdir or the original config."
+            )
+    problems = _shape_problems(saved_state, abstract_state)
+    if problems:
+        raise CheckpointError(
+            f"checkpoint {where} does not match the current model/optimizer state ({len(problems)} "
+            f"arrays differ): {'; '.join(problems[:4])}."
+        )
 
 
 def _shape_problems(metadata: Any, abstract_state: TrainState) -> list[str]:

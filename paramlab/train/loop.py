@@ -169,21 +169,11 @@ def fit(
 ) -> FitResult:
     """Train ``task`` in ``workdir``, resuming from its newest checkpoint if there is one.
 
-    Args:
-      task: what to train.
-      config: how to train.
-      workdir: the output directory (created if missing).
-      run_config: the whole experiment config (JSON-able); saved in checkpoints and compared on
-        resume (a different config is a :class:`~paramlab.train.checkpoint.CheckpointError`).
-      resume_mutable: dotted ``run_config`` key prefixes a resumed run may change.
-      log: where one-line status messages go.
-
-    Returns:
-      A :class:`FitResult`.
-
-    Raises:
-      TrainingDiverged: a non-finite loss or gradient norm (the message names the step).
-      CheckpointError: the newest checkpoint is unreadable or incompatible.
+    ``run_config`` (the whole experiment config, JSON-able) is saved in every checkpoint and
+    compared on resume, except the dotted key prefixes in ``resume_mutable``; ``log`` takes the
+    one-line status messages. Raises :class:`~paramlab.train.state.TrainingDiverged` (naming the step)
+    on a non-finite loss or gradient norm, and :class:`~paramlab.train.checkpoint.CheckpointError`
+    when the newest checkpoint is unreadable or another config wrote it.
     """
     workdir = os.fspath(workdir)
     os.makedirs(workdir, exist_ok=True)
@@ -205,7 +195,6 @@ def fit(
     abstract = jax.tree.map(
         lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract, state_sharding
     )
-
     with (
         Checkpointer(paths["checkpoint_dir"], max_to_keep=config.max_to_keep) as ckpt,
         _StopOnSigterm() as stop,
@@ -215,40 +204,52 @@ def fit(
             state = jax.jit(init_state, out_shardings=state_sharding)(rng)
             log(f"starting from scratch (no checkpoint in {paths['checkpoint_dir']})")
         else:
-            restored = ckpt.restore(
-                start, abstract, config=run_config, resume_mutable=resume_mutable, plan=task.plan
-            )
-            state = restored.state
-            try:
-                task.train_batches.set_state(restored.data_state)
-            except (ValueError, TypeError, KeyError) as e:
-                raise CheckpointError(
-                    f"checkpoint {ckpt.step_directory(start)}: its data-iterator state does not fit the "
-                    f"current data pipeline ({e})"
-                ) from e
+            state = _resume(ckpt, start, abstract, task, run_config, resume_mutable)
             log(f"resuming from checkpoint {ckpt.step_directory(start)} (step {start})")
         writer = metrics_lib.MetricsWriter(paths["metrics_path"], resume_step=start)
         step_fn = jit_train_step(
-            make_train_step(
-                task.loss_fn,
-                task.optimizer,
-                learning_rate=task.learning_rate,
-                microbatches=config.microbatches,
-                compute_dtype=compute_dtype,
-                roles=task.roles,
-            ),
-            state_sharding,
-            batch_sharding(mesh),
+            _train_step(task, config, compute_dtype), state_sharding, batch_sharding(mesh)
         )
         eval_step = make_eval_step(task.eval_loss_fn or task.loss_fn, compute_dtype)
-        first = start or 0
         run = _Run(task, config, mesh, ckpt, writer, eval_step, run_config, stop)
-        state, last, eval_loss, status = run.train(state, step_fn, first)
+        state, last, eval_loss, status = run.train(state, step_fn, start or 0)
         if eval_loss is None and status == "completed" and task.eval_batches is not None:
             eval_loss = run.evaluate(state)  # already complete on entry: report, do not log again
     records = metrics_lib.read_metrics(paths["metrics_path"])
     metrics_lib.plot_loss_curve(records, paths["plot_path"], reference=task.reference_loss, title=workdir)
     return FitResult(status=status, step=last, resumed_from=start, eval_loss=eval_loss, **paths)
+
+
+def _train_step(task: Task, config: LoopConfig, compute_dtype: Any) -> Callable:
+    """The task's train step (not yet jitted)."""
+    return make_train_step(
+        task.loss_fn,
+        task.optimizer,
+        learning_rate=task.learning_rate,
+        microbatches=config.microbatches,
+        compute_dtype=compute_dtype,
+        roles=task.roles,
+    )
+
+
+def _resume(
+    ckpt: Checkpointer,
+    step: int,
+    abstract: Any,
+    task: Task,
+    run_config: Mapping,
+    resume_mutable: Iterable[str],
+) -> TrainState:
+    """The train state of checkpoint ``step``; the data iterator is set to its saved position."""
+    restored = ckpt.restore(step, abstract, config=run_config, resume_mutable=resume_mutable, plan=task.plan)
+    try:
+        task.train_batches.set_state(restored.data_state)
+    except (ValueError, TypeError, KeyError) as e:
+        raise CheckpointError(
+            f"checkpoint {ckpt.step_directory(step)}: its data-iterator state does not fit the "
+            f"current data pipeline ({e})"
+        ) from e
+    return restored.state
 
 
 class _Run:

@@ -103,3 +103,13 @@ def test_bad_names_and_arguments_are_named():
         optim.optimizer("adam", 1e-3, weight_decay=-1.0)
     with pytest.raises(ValueError, match="multiply_by_parameter_scale"):
         optim.optimizer("adafactor", 1e-3, multiply_by_parameter_scale=False)
+
+
+def test_configuring_passes_each_optimizer_its_own_keys():
+    config = dict(b1=0.8, b2=0.9, eps=1e-6, momentum=0.5)
+    assert optim.configuring("adamw", **config) == dict(b1=0.8, b2=0.9, eps=1e-6)
+    assert optim.configuring("adam_atan2", **config) == dict(b1=0.8, b2=0.9)
+    assert optim.configuring("sgd", **config) == dict(momentum=0.5)
+    assert optim.configuring("adafactor", **config) == {}
+    with pytest.raises(ValueError, match="optimizer must be one of"):
+        optim.configuring("adamx", **config)
