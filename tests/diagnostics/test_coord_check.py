@@ -242,7 +242,7 @@ def _transformer_records(name, widths=WIDTHS, **kwargs):
             TransformerConfig(
                 vocab_size=TF_VOCAB, d_model=width, n_layers=2, n_heads=width // TF_D_HEAD, d_head=TF_D_HEAD,
                 d_ff=4 * width, max_len=TF_SEQ, attention_scale=scale,
-                attention_multiplier=math.sqrt(TF_D_HEAD) if scale == "linear" else 1.0,
+                attention_base_d_head=TF_D_HEAD,
             )
         )  # fmt: skip
 

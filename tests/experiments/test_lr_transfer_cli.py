@@ -1,4 +1,4 @@
-"""``python -m experiments.lr_transfer`` end to end at tiny size (a subprocess), and its config errors."""
+"""``experiments.lr_transfer`` end to end at tiny size (in-process), its config errors, command lines."""
 
 import json
 import math
@@ -39,14 +39,22 @@ def _run(*flags, timeout=600):
     )
 
 
+def _tiny_config(**overrides):
+    config = default_config.get_config()
+    for flag in TINY:
+        key, value = flag[len("--config.") :].split("=")
+        config[key] = type(config[key])(value)
+    config.update(overrides)
+    return config
+
+
 def test_tiny_run_writes_results_plot_and_table(tmp_path):
     out = tmp_path / "out"
-    proc = _run("--config.parametrization=sp_global,mup", "--config.optimizer=adam",
-                "--config.learning_rate_grid=1e-3,2e-3,2", "--config.seeds=2", "--config.log_alignment=True",
-                f"--out={out}", *TINY)  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    config = _tiny_config(parametrization="sp_global,mup", learning_rate_grid="1e-3,2e-3,2", seeds=2)
+    lines = []
+    records = lr_transfer.run(lr_transfer.parse_args(config, {"out": str(out), "data": ""}), log=lines.append)
     with open(out / "results.json") as f:
-        records = json.load(f)
+        assert json.load(f) == records
     assert len(records) == 2 * 2 * 2 * 2  # parametrizations x widths x lrs x seeds
     keys = {"parametrization", "optimizer", "width", "lr", "seed", "final_loss", "diverged"}
     assert all(keys <= set(r) for r in records)
@@ -57,16 +65,23 @@ def test_tiny_run_writes_results_plot_and_table(tmp_path):
     for r in records:
         assert r["optimizer"] == "adam"
         assert r["diverged"] or (math.isfinite(r["final_loss"]) and 0 < r["final_loss"] < 10)
-        alpha = [k for k in r if k.startswith("alignment/alpha/")]
-        assert "alignment/alpha/block_0/mlp/fc_in" in alpha and all(0 < r[k] < 1.5 for k in alpha)
     assert (out / "results.csv").exists()
     assert (out / "lr_transfer.png").stat().st_size > 1000
     table = (out / "optimal_lr.txt").read_text()
     assert "best_lr" in table and "optimum shift" in table
-    assert "best_lr" in proc.stdout
+    assert any("best_lr" in line for line in lines)
     with open(out / "optimal_lr.json") as f:
         optimal = json.load(f)
     assert len(optimal["optimal"]) == 4 and set(optimal["shift_grid_steps"]) == {"sp_global", "mup"}
+
+
+def test_log_alignment_adds_each_layers_exponents(tmp_path):
+    config = _tiny_config(parametrization="mup", widths="16", learning_rates="0.01", log_alignment=True)
+    records = lr_transfer.run(lr_transfer.parse_args(config, {"out": str(tmp_path), "data": ""}), log=print)
+    (record,) = records
+    alpha = [k for k in record if k.startswith("alignment/alpha/")]
+    assert "alignment/alpha/block_0/mlp/fc_in" in alpha and all(0 < record[k] < 1.5 for k in alpha)
+    assert any(k.startswith("alignment/omega/") for k in record)
 
 
 @pytest.mark.parametrize(

@@ -208,8 +208,10 @@ def test_attention_matches_numpy_reference(scale_kind):
 
 def test_linear_scale_with_base_multiplier_equals_sqrt_at_base():
     base = dataclasses.replace(TINY, attention_scale="sqrt")
-    linear = dataclasses.replace(TINY, attention_scale="linear", attention_multiplier=np.sqrt(TINY.d_head))
+    linear = dataclasses.replace(TINY, attention_scale="linear", attention_base_d_head=TINY.d_head)
     assert linear.attention_logit_scale == pytest.approx(base.attention_logit_scale)
+    wider = dataclasses.replace(linear, d_head=2 * TINY.d_head)
+    assert wider.attention_logit_scale == pytest.approx(np.sqrt(TINY.d_head) / (2 * TINY.d_head))
     plain_linear = dataclasses.replace(TINY, attention_scale="linear")
     assert plain_linear.attention_logit_scale == pytest.approx(1 / TINY.d_head)
     params, _ = _init(base)

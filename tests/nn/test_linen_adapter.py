@@ -92,7 +92,7 @@ def test_transformer_plan_in_a_jitted_step():
                 d_ff=2 * w,
                 n_heads=w // 8,
                 attention_scale=parametrization.resolved_attention_scale,
-                attention_multiplier=8**0.5,  # 1/d_head equals 1/sqrt(d_head) at d_head = 8
+                attention_base_d_head=8,  # the linear scale equals 1/sqrt(d_head) at d_head = 8
                 zero_init_query=parametrization.zero_init_query,
             )
         )
