@@ -76,6 +76,16 @@ def check_positive_ints(config: ml_collections.ConfigDict, keys: Sequence[str]) 
             raise ValueError(f"config.{key} must be an integer >= 1, got {value!r}.")
 
 
+def eps_label(optimizer: str, eps: float, eps_mode: str) -> str:
+    """``", eps=1e-08"`` (``" per layer"`` with ``eps_mode="per_layer"``), or ``""`` for an optimizer
+    without an epsilon (``paramlab.optim.configuring``): the epsilon part of a plot title."""
+    from paramlab.optim import OPTIMIZERS
+
+    if "eps" not in OPTIMIZERS[optimizer].hyperparameters:
+        return ""
+    return f", eps={eps:g}" + (" per layer" if eps_mode == "per_layer" else "")
+
+
 def run(
     program: str,
     main: Callable[[ml_collections.ConfigDict, Mapping[str, str]], None],

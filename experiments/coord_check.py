@@ -215,14 +215,9 @@ def format_summary(summary: Sequence[dict[str, Any]]) -> str:
 
 
 def _title(args: Args) -> str:
-    eps = (
-        ""
-        if args.optimizer != "adam"
-        else f", eps={args.eps:g}" + (" per layer" if args.eps_mode == "per_layer" else "")
-    )
     return (
         f"coordinate check: {args.model} (depth {args.depth}), {args.optimizer} "
-        f"lr={args.learning_rate:g}{eps}, "
+        f"lr={args.learning_rate:g}{cli.eps_label(args.optimizer, args.eps, args.eps_mode)}, "
         f"alignment={args.alignment}, base width {args.base_width}"
         + (", zero readout" if args.zero_init_readout else "")
     )

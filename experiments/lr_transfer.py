@@ -303,10 +303,9 @@ def write_summary(
 
 
 def _title(args: Args) -> str:
-    eps = "atan2 (no eps)" if args.optimizer == "adam_atan2" else f"eps={args.eps:g}"
-    eps += ", per-layer eps" if args.eps_mode == "per_layer" and args.optimizer != "adam_atan2" else ""
     return (
-        f"{args.optimizer} ({eps}), alignment={args.alignment}, base width {args.base_width}, "
+        f"{args.optimizer}{cli.eps_label(args.optimizer, args.eps, args.eps_mode)}, "
+        f"alignment={args.alignment}, base width {args.base_width}, "
         f"{args.n_layers} layers, {args.steps} steps x {args.batch_size}x{args.seq_len} bytes, "
         f"{args.seeds} seed(s)"
     )

@@ -1,21 +1,6 @@
 """Byte-level text corpora: the embedded Python standard library, or any text file or directory.
 
-A corpus is a sequence of bytes (token ids 0..255, vocabulary 256) split into a training part and a
-held-out part:
-
-* **Files.** ``path=None`` reads the standard library of the running Python
-  (``sysconfig.get_paths()["stdlib"]``): every ``*.py`` file except those under a directory named
-  ``site-packages``, ``dist-packages``, ``test``, ``tests``, ``idle_test`` or ``__pycache__`` (third
-  party code, and test data that includes deliberately malformed files), ``encodings`` (generated
-  codec tables) and ``pydoc_data`` (generated documentation). It works offline everywhere; its
-  content depends on the Python version. A file path reads that file; a directory path reads every
-  regular file below it whose name does not start with ``.`` (optionally only given suffixes).
-* **Order.** Files are concatenated in the order of their relative POSIX paths, sorted; each file's
-  bytes are used as stored (UTF-8 for the standard library), with no separator.
-* **Size.** The concatenation is truncated to ``max_bytes`` (default 4 MB; ``None`` for no cap).
-* **Split.** The last ``eval_fraction`` of those bytes is the held-out split, the rest is training
-  data: deterministic, disjoint and contiguous (so no training window overlaps the held-out part).
-  It changes with ``max_bytes``.
+Specified in ``docs/training.md`` §6.
 """
 
 from __future__ import annotations

@@ -1,14 +1,6 @@
 """Batches of next-token windows: a checkpointable training iterator and fixed eval batches.
 
-A batch is ``{"inputs": (B, T), "targets": (B, T)}`` of ``int32``, with ``targets`` the inputs
-shifted by one token: a window starting at ``s`` has ``inputs = tokens[s : s + T]`` and
-``targets = tokens[s + 1 : s + T + 1]``.
-
-Training batches are a pure function of ``(seed, step)``: the window starts of step ``k`` are drawn
-uniformly from ``numpy.random.default_rng([seed, k])``. The iterator's whole state is therefore
-``{"step": k, "seed": s}``; restoring it (``set_state``) replays exactly the batches an
-uninterrupted iterator yields, with no data to save. (The stream is reproducible for a given numpy
-version; numpy does not promise the same ``Generator.integers`` stream across versions.)
+Specified in ``docs/training.md`` §7.
 """
 
 from __future__ import annotations

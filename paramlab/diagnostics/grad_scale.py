@@ -1,17 +1,10 @@
 """Gradient scale per layer across widths, its exponent ``g_l``, and Adam-epsilon underflow.
 
-At initialisation the gradient entries of layer ``l`` scale as ``n^{-g_l}`` with width ``n``
-(``docs/reference.md`` section 3; Everett et al., 2024, arXiv 2407.05872, section 4): for
-(embedding, hidden, readout) SP ``(1/2, 1/2, 0)``, NTK ``(1/2, 1, 1/2)``, muP ``(1/2, 1, 1/2)``, MFP
-``(1, 3/2, 1)``. :func:`grad_rms` measures ``RMS(dL/dw)`` of every parameter (jittable, for logging
-during training too), :func:`measure_grad_rms` does it at init over several widths and
-:func:`grad_scale_exponents` fits ``g_l = -d log RMS / d log n``.
-
-Adam divides by ``sqrt(v) + eps``: once a layer's gradient RMS falls to about ``eps`` its step is
-no longer scale-free and the width symmetries of the abc-parametrizations break.
-:func:`epsilon_underflow` returns the layers whose gradient RMS is within a factor (default 10) of
-their epsilon; :func:`check_epsilon_underflow` also warns (``warnings`` and ``absl.logging``). The
-fixes: a smaller constant eps, a per-layer ``eps_l = eps_0 (n/n0)^{-g_l}``, or Adam-atan2 (no eps).
+At init the gradient entries of layer ``l`` scale as ``n^{-g_l}`` (``docs/reference.md`` §3, §8;
+Everett et al., 2024, arXiv 2407.05872). :func:`grad_rms` measures ``RMS(dL/dw)`` per parameter
+(jittable), :func:`measure_grad_rms` at init over several widths, :func:`grad_scale_exponents` fits
+``g_l``; :func:`epsilon_underflow` lists the layers whose gradient RMS is within a factor of their
+Adam epsilon, where the update stops being scale-free (:func:`check_epsilon_underflow` warns).
 """
 
 from __future__ import annotations

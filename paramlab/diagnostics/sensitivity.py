@@ -1,15 +1,8 @@
-"""Learning-rate sensitivity (Wortsman et al., "Small-scale proxies for large-scale Transformer
-training instabilities", ICLR 2024, section 3.2).
+"""Learning-rate sensitivity (Wortsman et al., ICLR 2024, §3.2; ``docs/reference.md`` §8).
 
-For final losses ``L(eta)`` over a learning-rate grid ``eta_1 .. eta_K`` and the loss at
-initialization ``L0``::
-
-    sensitivity = mean_k min(L(eta_k), L0)  -  min_k L(eta_k)
-
-Clipping at ``L0`` means a diverged run (loss ``inf`` or ``nan``) counts as "learned nothing"
-instead of dominating the mean. Small is good: the loss is flat around a wide range of learning
-rates. The best loss is taken over the clipped values, so the result is never negative; when no
-grid point has a finite loss the sensitivity is undefined (``nan``).
+``sensitivity = mean_k min(L(eta_k), L0) - min_k L(eta_k)`` over an LR grid, ``L0`` the loss at init:
+a diverged run counts as having learned nothing, small is good, and ``nan`` when no grid point has a
+finite loss.
 """
 
 from __future__ import annotations

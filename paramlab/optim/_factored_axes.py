@@ -1,20 +1,10 @@
-"""Which axes the factored second moment of each parameter reduces over.
+"""Which axes the factored second moment of each parameter reduces over (``docs/reference.md`` §5).
 
-A factored estimate (Shazeer & Stern, 2018) keeps two statistics per parameter: ``R`` indexed by the
-*row* axis group (mean of ``g^2`` over the column group) and ``C`` indexed by the *column* group (mean
-over the row group). Every other axis is a batch axis that both statistics keep. Two rules choose the
-groups:
-
-* **Declared fan axes** (:class:`paramlab.optim.FanAxes`): rows = ``fan_in``, columns = ``fan_out``. A
-  ``(d_model, heads, head_dim)`` query kernel with ``fan_in=(0,)``, ``fan_out=(1, 2)`` stores
-  ``d_model + heads * head_dim`` numbers; a ``(heads, head_dim, d_model)`` output kernel with
-  ``fan_in=(0, 1)``, ``fan_out=(2,)`` likewise. Factored when both groups are non-empty and each holds
-  at least ``min_dim_size_to_factor`` elements.
-* **Undeclared** (``None``): optax's rule (``optax.scale_by_factored_rms``): the second-largest axis
-  is the row group and the largest the column group, factored when the second-largest has at least
-  ``min_dim_size_to_factor`` elements. A ``(512, 8, 64)`` kernel is then not factored (64 < 128).
-
-Parameters that are not factored (vectors, norm gains, biases, small matrices) keep a full moment.
+Declared fan axes (:class:`paramlab.optim.FanAxes`) factor fan-in (rows) against fan-out (columns),
+other axes being batch axes, when each group holds at least ``min_dim_size_to_factor`` elements:
+a ``(d_model, heads, head_dim)`` query kernel keeps ``d_model + heads * head_dim`` numbers.
+Undeclared parameters follow optax's ``scale_by_factored_rms`` rule (the two largest axes, factored
+when the second-largest reaches ``min_dim_size_to_factor``). Others keep a full moment.
 """
 
 from __future__ import annotations

@@ -1,18 +1,6 @@
 """Sweep results as a table of records: JSON and CSV files, seed averages, optima, text tables.
 
-A *record* is one flat ``dict`` per sweep member (one hyperparameter setting and seed), e.g.::
-
-    {"parametrization": "mup", "optimizer": "adam", "width": 128, "lr": 0.004, "seed": 0,
-     "final_loss": 2.31, "diverged": False, ...}
-
-A diverged member's losses are ``inf`` (never ``nan``). JSON files are written by Python's ``json``
-module, which spells infinity ``Infinity`` (read back by :func:`load_records`); CSV files spell it
-``inf``.
-
-The optimum of a group (e.g. one parametrization at one width) is the grid value ``x`` (e.g. the
-learning rate) minimising the seed-mean of ``y`` (e.g. the final loss); a group where every ``x``
-has a diverged seed has no optimum (``None``). How far an optimum moves across a group family is
-counted in *grid steps*: positions in the sorted set of distinct ``x`` values of the whole table.
+Specified in ``docs/training.md`` §9.
 """
 
 from __future__ import annotations

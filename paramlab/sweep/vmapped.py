@@ -1,27 +1,6 @@
 """Hyperparameter sweeps as one compiled program: ``jax.vmap`` of the ordinary train step.
 
-A sweep trains ``K`` *members* of the same model, each a setting of scalar hyperparameters (the
-learning rate, Adam's ``b2`` or epsilon, a weight decay, ...) and an initialization seed. Instead of
-``K`` runs one after another, paramlab stacks the members' train states along a leading axis of
-size ``K`` and runs
-
-    jit( scan over steps ( vmap over members ( train_step ) ) )
-
-where ``train_step`` is exactly :func:`paramlab.train.make_train_step` of ordinary training. The
-hyperparameters live in the optimizer state through ``optax.inject_hyperparams``: the optimizer
-factory ``optimizer_fn(**hyperparameters)`` is wrapped once, each member's state holds its own
-values, and vmapping over the state vmaps over them. Every member sees the same batches, so member
-``k`` computes what an ordinary run of ``optimizer_fn(**hyperparameters_k)`` from seed ``k`` computes
-(up to float reassociation in batched kernels).
-
-Divergence: after each step a member whose loss, gradient norm or new parameters are not finite is
-marked *diverged* at that step. From then on its train state is frozen at the last finite state
-(the step's update is discarded), its recorded loss is ``inf`` and its other metrics ``nan``; the
-other members go on. A frozen member still costs compute (vmap runs all lanes).
-
-Parametrizations: pass the plan's pieces: ``init_params`` returns the plan-rescaled parameters,
-``loss_fn`` applies the plan's forward multipliers (``plan.wrap_apply``) and ``optimizer_fn`` builds
-the plan's optimizer (per-parameter learning-rate multipliers) from the swept global learning rate.
+Specified in ``docs/training.md`` §8.
 """
 
 from __future__ import annotations

@@ -1,22 +1,6 @@
 """Checkpoints that resume exactly: orbax ``CheckpointManager`` with four items per step.
 
-``<directory>/<step>/`` holds
-
-* ``state``: the :class:`~paramlab.train.state.TrainState` (step, stored params, optimizer state),
-  restored onto whatever shardings the caller asks for (so a run may resume on another mesh);
-* ``data``: the batch iterator's JSON state, so the resumed run draws exactly the batches the
-  uninterrupted run would have drawn;
-* ``config``: the run's configuration (JSON);
-* ``plan``: the parametrization plan (JSON), so the spec survives the checkpoint.
-
-Saves are asynchronous (training continues while orbax writes) and atomic: orbax writes to a
-temporary directory and renames it when complete, so a process killed mid-save leaves the previous
-checkpoint as the latest. ``max_to_keep`` keeps the newest N.
-
-Restoring is strict. The saved config must equal the current one outside the keys a resumed run may
-change (``resume_mutable``: logging, checkpoint and eval cadence, the mesh), every saved array must
-have the shape and dtype the current model expects, and any failure to read is a
-:class:`CheckpointError` naming the checkpoint's directory; a run never silently starts over.
+Specified in ``docs/training.md`` §3.
 """
 
 from __future__ import annotations

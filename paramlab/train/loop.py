@@ -1,24 +1,6 @@
 """The training loop: init or resume, jit-compiled steps over a mesh, logging, eval, checkpoints.
 
-:func:`fit` trains a :class:`Task` (what to train: params initializer, loss, optimizer, data) under a
-:class:`LoopConfig` (how: steps, cadences, mesh, precision) in a work directory::
-
-    workdir/checkpoints/<step>/   orbax checkpoints (state, data-iterator state, config, plan)
-    workdir/metrics.jsonl         one JSON object per logged step and per evaluation
-    workdir/loss.png              the loss curve, written at the end
-
-Run it again with the same arguments and it resumes from the newest checkpoint: the train state,
-the data iterator's position and the metrics file (records after the checkpoint are dropped) are
-restored, so the resumed run logs exactly the losses an uninterrupted run logs. A checkpoint that
-cannot be read or that another config wrote is an error, never a fresh start.
-
-The host syncs with the device only at log, eval and checkpoint steps: metrics stay on device in
-between, and at each sync every pending step's loss and gradient norm is checked; the first
-non-finite one stops the run (:class:`~paramlab.train.state.TrainingDiverged`, naming the step)
-before anything is saved, so the last checkpoint on disk is the last good state. SIGTERM (e.g. a
-preempted job) finishes the current step, saves a checkpoint and returns with ``status="preempted"``.
-
-Single-process: batches come from the host as numpy arrays and are split over all local devices.
+Specified in ``docs/training.md`` §2.
 """
 
 from __future__ import annotations

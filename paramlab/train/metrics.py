@@ -1,11 +1,6 @@
 """Metrics as JSON lines, a progress bar, and the loss-curve plot.
 
-``metrics.jsonl`` holds one JSON object per line: a train record per logged step (``step``,
-``loss``, ``learning_rate``, ``grad_norm``, ``update_rms/<role>``, ``param_rms/<role>``,
-``tokens_per_s``, ``step_time_s``, ...) and an eval record per evaluation (``step``,
-``eval_loss``). On resume from the checkpoint at step ``s`` the writer first drops every record with
-``step > s`` (and a torn last line from a killed process), so the file reads as one uninterrupted
-run.
+Specified in ``docs/training.md`` §10.
 """
 
 from __future__ import annotations

@@ -1,15 +1,6 @@
 """Learning-rate schedules: linear warmup then cosine decay, or constant (after an optional warmup).
 
-Both are plain ``optax`` schedules (``step -> learning rate``) and return the *global* learning rate
-``eta(t)``; a parametrization's per-parameter multipliers scale it (``lr_l(t) = eta(t) * lr_mult_l``).
-
-Warmup + cosine (Loshchilov & Hutter, "SGDR", 2017; the usual LM recipe)::
-
-    eta(t) = peak * t / warmup                                    for t < warmup
-    eta(t) = end + (peak - end) * (1 + cos(pi * s)) / 2,          s = (t - warmup) / (total - warmup)
-
-with ``end = final_fraction * peak``; ``eta(t) = end`` for ``t >= total``. ``t`` counts optimizer
-updates from 0, so the first update uses ``eta(0) = 0`` when ``warmup > 0`` (optax's convention).
+Specified in ``docs/training.md`` §5.
 """
 
 from __future__ import annotations

@@ -1,16 +1,6 @@
 """Device meshes and shardings for data-parallel and FSDP training (``jax.sharding``).
 
-The mesh has two named axes, ``("data", "fsdp")``:
-
-* the batch's leading axis is split over *both* (every device sees ``B / n_devices`` rows);
-* parameters and optimizer state are replicated over ``data`` and, when ``fsdp > 1``, split over
-  ``fsdp`` along their largest axis whose size is divisible by ``fsdp`` (ties: the first such axis);
-  a leaf with no divisible axis (scalars, odd-sized vectors) stays replicated.
-
-So ``(n, 1)`` is plain data parallelism, ``(1, n)`` is fully sharded data parallelism (ZeRO-3:
-each device stores ``1 / n`` of the weights and moments; XLA inserts the all-gathers and
-reduce-scatters), and anything between is hybrid. The rule reads only shapes, so the same
-function shards params, Adam moments, factored moments and the step counter.
+Specified in ``docs/training.md`` §4.
 """
 
 from __future__ import annotations

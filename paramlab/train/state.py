@@ -1,9 +1,6 @@
 """The train state: everything a train step reads and writes, as one pytree.
 
-A ``NamedTuple`` (a pytree with no registration, checkpointed by orbax as a mapping of its fields):
-the optimizer-update count ``step`` (a scalar int32 array, so it lives on device and is donated
-with the rest), the *stored* parameters (a parametrization's forward multipliers are applied at the
-apply-function boundary, never folded into them) and the optax optimizer state.
+Specified in ``docs/training.md`` §11.
 """
 
 from __future__ import annotations

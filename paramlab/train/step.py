@@ -1,31 +1,6 @@
 """The train step and the eval step.
 
-``make_train_step`` turns a loss function and an optax optimizer into a pure
-``(TrainState, batch) -> (TrainState, metrics)`` function; ``jit_train_step`` compiles it with the
-state's buffers donated (the new state reuses the old one's memory) and, on a mesh, with explicit
-shardings. One step:
-
-1. Gradient accumulation: the batch (leading axis ``B``) is split into ``k`` microbatches of
-   ``B / k`` rows and ``jax.lax.scan`` sums their gradients, so memory holds one microbatch's
-   activations. Microbatch ``i`` takes rows ``i, i + k, i + 2k, ...``: on a data-sharded batch each
-   device then keeps its own rows (no cross-device shuffle). With equal-size microbatches the mean
-   of their mean losses is the large batch's mean loss, and likewise the gradient, so ``k`` changes
-   memory, not the result (up to float summation order).
-2. Mixed precision: with ``compute_dtype`` (e.g. ``bfloat16``) the float32 stored parameters are
-   cast on the way into the loss; gradients flow back through the cast and arrive in float32, and
-   the optimizer updates the float32 copy. The loss function is expected to reduce in float32.
-3. ``optimizer.update`` then ``optax.apply_updates``; the optimizer is where clipping and the
-   parametrization's per-parameter learning rates live.
-
-Metrics (scalars, left on device so the host syncs only when it logs): ``loss``, the global
-gradient norm ``grad_norm = ||g||_2`` *before* clipping, ``learning_rate`` (the schedule at the
-update's index, if one is given), any auxiliary scalars the loss function returns, and per parameter
-role ``r`` (from a parametrization's spec)::
-
-    update_rms/r = sqrt( sum_{p in r} sum(u_p^2) / sum_{p in r} size(p) )      (u = this step's update)
-    param_rms/r  = sqrt( sum_{p in r} sum(w_p^2) / sum_{p in r} size(p) )      (w = stored params after it)
-
-in stored-parameter units (a forward multiplier ``m`` scales the effective weight's RMS by ``m``).
+Specified in ``docs/training.md`` §1.
 """
 
 from __future__ import annotations
