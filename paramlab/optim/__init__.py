@@ -6,6 +6,7 @@ are chains of the pieces below with per-leaf LR, epsilon and weight-decay trees.
 
 from paramlab.optim.adafactor import adafactor
 from paramlab.optim.adam_atan2 import ScaleByAdamAtan2State, adam_atan2, scale_by_adam_atan2
+from paramlab.optim.adamp import ScaleByAdamPState, adamp, scale_by_adamp
 from paramlab.optim.alias import (
     FAMILIES,
     OPTIMIZERS,

@@ -19,6 +19,7 @@ name           family      preconditioner
 ``adam``       adam        :func:`~paramlab.optim.scale_by_adam_per_param_eps` (``eps * eps_l``)
 ``adamw``      adam        the same optimizer (weight decay is always decoupled)
 ``adam_atan2`` adam        :func:`~paramlab.optim.scale_by_adam_atan2` (no epsilon; ``a``, ``b``)
+``adamp``      adam        :func:`~paramlab.optim.scale_by_adamp` (its own decay; ``delta``, ``wd_ratio``)
 ``factored``   adam        Adam with a fan-factored second moment (constant ``b2``, ``b1``)
 ``adafactor``  adafactor   the paper's Adafactor core: power decay, clipping at 1, ``RMS(w)`` steps
 ``sgd``        sgd         ``optax.trace(momentum, nesterov)`` (none for ``momentum=0``)
@@ -35,6 +36,7 @@ import jax
 import optax
 
 from paramlab.optim.adam_atan2 import scale_by_adam_atan2
+from paramlab.optim.adamp import scale_by_adamp
 from paramlab.optim.common import check_choice, check_in_unit_interval, check_non_negative, resolve_per_leaf
 from paramlab.optim.factored import scale_by_factored_moments
 from paramlab.optim.scaling import (
@@ -71,12 +73,15 @@ class OptimizerEntry(NamedTuple):
         passes just these). ``adafactor`` is the paper's algorithm: ``b1`` / ``b2`` depart from it
         and are read only when given.
       extra: the names of the optimizer's own extra arguments (``base_kwargs`` of a plan).
+      owns_decay: the preconditioner applies the (LR-coupled) weight decay itself (``h.weight_decay``
+        holds the per-leaf rates), because the decay depends on its step (AdamP).
     """
 
     family: str
     preconditioner: Callable[..., optax.GradientTransformation]
     hyperparameters: tuple[str, ...]
     extra: tuple[str, ...] = ()
+    owns_decay: bool = False
 
 
 class Hyperparameters(NamedTuple):
@@ -89,15 +94,13 @@ class Hyperparameters(NamedTuple):
     momentum: Any
     nesterov: bool
     mu_dtype: Any
+    weight_decay: Any = 0.0
 
 
 def _adam(h: Hyperparameters, eps_scales: Any, fan_axes: Any, extra: dict) -> _GT:
     del fan_axes, extra
-    if eps_scales is None:
-        eps = h.eps
-    else:
-        eps = lambda like: jax.tree.map(lambda e: h.eps * e, resolve_per_leaf(eps_scales, like))
     b1, b2 = _default(h.b1, 0.9), _default(h.b2, 0.999)
+    eps = _scaled(h.eps, eps_scales)
     return scale_by_adam_per_param_eps(eps, b1=b1, b2=b2, eps_root=h.eps_root, mu_dtype=h.mu_dtype)
 
 
@@ -105,6 +108,14 @@ def _adam_atan2(h: Hyperparameters, eps_scales: Any, fan_axes: Any, extra: dict)
     del eps_scales, fan_axes
     b1, b2 = _default(h.b1, 0.9), _default(h.b2, 0.999)
     return scale_by_adam_atan2(b1=b1, b2=b2, mu_dtype=h.mu_dtype, **extra)
+
+
+def _adamp(h: Hyperparameters, eps_scales: Any, fan_axes: Any, extra: dict) -> _GT:
+    b1, b2 = _default(h.b1, 0.9), _default(h.b2, 0.999)
+    return scale_by_adamp(
+        b1, b2, _scaled(h.eps, eps_scales), h.weight_decay, nesterov=h.nesterov, fan_axes=fan_axes,
+        mu_dtype=h.mu_dtype, **extra,
+    )  # fmt: skip
 
 
 def _sgd(h: Hyperparameters, eps_scales: Any, fan_axes: Any, extra: dict) -> _GT:
@@ -156,6 +167,7 @@ OPTIMIZERS: Mapping[str, OptimizerEntry] = types.MappingProxyType(
         "adam": OptimizerEntry("adam", _adam, _ADAM),
         "adamw": OptimizerEntry("adam", _adam, _ADAM),
         "adam_atan2": OptimizerEntry("adam", _adam_atan2, _MOMENTS, ("a", "b")),
+        "adamp": OptimizerEntry("adam", _adamp, (*_MOMENTS, "eps", "nesterov"), ("delta", "wd_ratio"), True),
         "factored": OptimizerEntry("adam", _factored, _MOMENTS, _FACTORED_EXTRA),
         "adafactor": OptimizerEntry("adafactor", _adafactor, ("mu_dtype",), _FACTORED_EXTRA),
         "sgd": OptimizerEntry("sgd", _sgd, ("momentum", "nesterov", "mu_dtype")),
@@ -214,8 +226,9 @@ def optimizer(
         (trees or ``params -> tree``; ``None``: 1).
       weight_decay_mode: ``"lr_coupled"`` or ``"independent"`` (module docstring).
       fan_axes: per-leaf :class:`~paramlab.optim.FanAxes` for the factored optimizers.
-      **extra: the optimizer's own arguments (``a``, ``b`` of ``adam_atan2``; the
-        :func:`~paramlab.optim.scale_by_factored_moments` options of ``factored`` / ``adafactor``).
+      **extra: the optimizer's own arguments (``a``, ``b`` of ``adam_atan2``; ``delta``, ``wd_ratio``
+        of ``adamp``; the :func:`~paramlab.optim.scale_by_factored_moments` options of ``factored`` /
+        ``adafactor``).
 
     Works under ``optax.inject_hyperparams(optimizer, static_args="name")``.
     """
@@ -223,18 +236,29 @@ def optimizer(
     check_choice(weight_decay_mode, WEIGHT_DECAY_MODES, "weight_decay_mode")
     check_non_negative(weight_decay, "weight_decay")
     entry = OPTIMIZERS[name]
+    _check_extra(name, entry, extra)
+    hyper = Hyperparameters(b1, b2, eps, eps_root, momentum, nesterov, mu_dtype)
+    if entry.owns_decay:
+        if weight_decay_mode != "lr_coupled":
+            raise ValueError(
+                f"optimizer {name!r} applies its own LR-coupled decay; use weight_decay_mode='lr_coupled'."
+            )
+        hyper = hyper._replace(weight_decay=_scaled(weight_decay, weight_decay_scales))
+        weight_decay = 0.0
+    preconditioner = entry.preconditioner(hyper, eps_scales, fan_axes, extra)
+    return optax.chain(
+        preconditioner,
+        *_scaling(learning_rate, lr_scales, weight_decay, weight_decay_scales, weight_decay_mode),
+    )
+
+
+def _check_extra(name: str, entry: OptimizerEntry, extra: Mapping[str, Any]) -> None:
     unknown = sorted(set(extra) - set(entry.extra))
     if unknown:
         allowed = list(entry.extra) or "none"
         raise ValueError(f"optimizer {name!r} takes no argument(s) {unknown}; its own arguments: {allowed}.")
     if "fan_axes" in extra:
         raise ValueError("fan_axes is a per-leaf argument of optimizer(), not an extra one.")
-    hyper = Hyperparameters(b1, b2, eps, eps_root, momentum, nesterov, mu_dtype)
-    preconditioner = entry.preconditioner(hyper, eps_scales, fan_axes, extra)
-    return optax.chain(
-        preconditioner,
-        *_scaling(learning_rate, lr_scales, weight_decay, weight_decay_scales, weight_decay_mode),
-    )
 
 
 def _scaling(
@@ -252,12 +276,17 @@ def _scaling(
 
 
 def _decay(weight_decay: Any, scales: Any, mode: str) -> optax.GradientTransformation:
-    rates = weight_decay
-    if scales is not None:
-        rates = lambda like: jax.tree.map(lambda w: weight_decay * w, resolve_per_leaf(scales, like))
+    rates = _scaled(weight_decay, scales)
     if mode == "lr_coupled":
         return add_decayed_weights_per_param(rates)
     return decay_weights_independent_of_lr(rates)
+
+
+def _scaled(value: Any, scales: Any) -> Any:
+    """``value`` times the per-leaf ``scales`` (a tree or ``params -> tree``; ``None``: ``value``)."""
+    if scales is None:
+        return value
+    return lambda like: jax.tree.map(lambda s: value * s, resolve_per_leaf(scales, like))
 
 
 def _default(value: Any, default: float) -> Any:

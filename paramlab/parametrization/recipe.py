@@ -59,8 +59,8 @@ class Parametrization:
       name: ``"sp"``, ``"ntk"``, ``"mup"``, ``"mfp"`` (Table A of ``docs/reference.md``) or
         ``"mup_table8"`` (``microsoft/mup``'s form of muP).
       optimizer: the optimizer it trains with, any name of :data:`paramlab.optim.OPTIMIZERS`
-        (``"adam"``, ``"adamw"``, ``"adam_atan2"``, ``"factored"``, ``"adafactor"``, ``"sgd"``); its
-        :attr:`family` picks the LR exponents.
+        (``"adam"``, ``"adamw"``, ``"adam_atan2"``, ``"adamp"``, ``"factored"``, ``"adafactor"``,
+        ``"sgd"``); its :attr:`family` picks the LR exponents.
       alignment: ``"full"``, ``"none"``, a measured exponent, or per-role measurements
         (:func:`~paramlab.parametrization.tables.alignment_exponents`).
       multipliers: per-role constants ``M`` of the forward multipliers (:mod:`.plan`).

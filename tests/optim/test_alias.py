@@ -81,6 +81,7 @@ def test_registry_families_and_hyperparameters():
         "adam": "adam",
         "adamw": "adam",
         "adam_atan2": "adam",
+        "adamp": "adam",
         "factored": "adam",
         "adafactor": "adafactor",
         "sgd": "sgd",
