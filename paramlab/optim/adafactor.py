@@ -11,7 +11,7 @@ from typing import Any
 
 import optax
 
-from paramlab.optim.common import check_non_negative
+from paramlab.optim.common import check_learning_rate, check_non_negative
 from paramlab.optim.factored import relative_step_size, scale_by_factored_moments
 
 __all__ = ["adafactor"]
@@ -46,6 +46,8 @@ def adafactor(
     (optax's ``adafactor(weight_decay_rate=...)``, which this equals with a learning rate, float32
     parameters and no fan axes or momentum).
     """
+    if learning_rate is not None:
+        check_learning_rate(learning_rate)
     if weight_decay is not None and not callable(weight_decay):
         check_non_negative(weight_decay, "weight_decay")
     core = scale_by_factored_moments(

@@ -19,7 +19,13 @@ import jax.numpy as jnp
 import optax
 
 from paramlab.optim.atan import atan2_nonneg
-from paramlab.optim.common import check_in_unit_interval, check_non_negative, check_positive
+from paramlab.optim.common import (
+    check_float_params,
+    check_in_unit_interval,
+    check_learning_rate,
+    check_non_negative,
+    check_positive,
+)
 
 __all__ = ["ScaleByAdamAtan2State", "adam_atan2", "scale_by_adam_atan2"]
 
@@ -86,6 +92,7 @@ def scale_by_adam_atan2(
     mu_dtype = None if mu_dtype is None else jnp.dtype(mu_dtype)
 
     def init_fn(params):
+        check_float_params(params)
         mu = optax.tree.zeros_like(params, dtype=mu_dtype)
         nu = optax.tree.zeros_like(params)
         return ScaleByAdamAtan2State(count=jnp.zeros([], jnp.int32), mu=mu, nu=nu)
@@ -135,6 +142,7 @@ def adam_atan2(
       ``optax.chain(scale_by_adam_atan2(...), optax.add_decayed_weights(weight_decay, mask),
       optax.scale_by_learning_rate(learning_rate))``.
     """
+    check_learning_rate(learning_rate)
     if not callable(weight_decay):
         check_non_negative(weight_decay, "weight_decay")
     return optax.chain(

@@ -19,7 +19,9 @@ import jax.numpy as jnp
 import optax
 
 from paramlab.optim.common import (
+    check_float_params,
     check_in_unit_interval,
+    check_learning_rate,
     check_non_negative,
     is_absent,
     is_shared_scalar,
@@ -66,6 +68,7 @@ def scale_by_adamp(
     mu_dtype = None if mu_dtype is None else jnp.dtype(mu_dtype)
 
     def init_fn(params):
+        check_float_params(params)
         mu = optax.tree.zeros_like(params, dtype=mu_dtype)
         return ScaleByAdamPState(jnp.zeros([], jnp.int32), mu, optax.tree.zeros_like(params))
 
@@ -108,6 +111,7 @@ def adamp(
     nesterov: bool = False,
 ) -> optax.GradientTransformation:
     """AdamP (module docstring): :func:`scale_by_adamp` then ``-learning_rate``."""
+    check_learning_rate(learning_rate)
     return optax.chain(
         scale_by_adamp(b1, b2, eps, weight_decay, delta, wd_ratio, nesterov),
         optax.scale_by_learning_rate(learning_rate),

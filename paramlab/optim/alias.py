@@ -37,7 +37,15 @@ import optax
 
 from paramlab.optim.adam_atan2 import scale_by_adam_atan2
 from paramlab.optim.adamp import scale_by_adamp
-from paramlab.optim.common import check_choice, check_in_unit_interval, check_non_negative, resolve_per_leaf
+from paramlab.optim.common import (
+    check_choice,
+    check_float_params,
+    check_in_unit_interval,
+    check_learning_rate,
+    check_non_negative,
+    check_updates_match,
+    resolve_per_leaf,
+)
 from paramlab.optim.factored import scale_by_factored_moments
 from paramlab.optim.scaling import (
     add_decayed_weights_per_param,
@@ -235,6 +243,7 @@ def optimizer(
     check_choice(name, OPTIMIZERS, "optimizer")
     check_choice(weight_decay_mode, WEIGHT_DECAY_MODES, "weight_decay_mode")
     check_non_negative(weight_decay, "weight_decay")
+    check_learning_rate(learning_rate)
     entry = OPTIMIZERS[name]
     _check_extra(name, entry, extra)
     hyper = Hyperparameters(b1, b2, eps, eps_root, momentum, nesterov, mu_dtype)
@@ -247,9 +256,25 @@ def optimizer(
         weight_decay = 0.0
     preconditioner = entry.preconditioner(hyper, eps_scales, fan_axes, extra)
     return optax.chain(
+        _validated(),
         preconditioner,
         *_scaling(learning_rate, lr_scales, weight_decay, weight_decay_scales, weight_decay_mode),
     )
+
+
+def _validated() -> optax.GradientTransformation:
+    """Refuse integer parameters (at ``init``) and updates that do not match the parameters."""
+
+    def init_fn(params):
+        check_float_params(params)
+        return optax.EmptyState()
+
+    def update_fn(updates, state, params=None):
+        if params is not None:
+            check_updates_match(updates, params)
+        return updates, state
+
+    return optax.GradientTransformation(init_fn, update_fn)
 
 
 def _check_extra(name: str, entry: OptimizerEntry, extra: Mapping[str, Any]) -> None:

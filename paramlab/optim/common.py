@@ -7,6 +7,7 @@ transformation validates what it can see at construction time and stays jittable
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -58,13 +59,45 @@ def check_in_unit_interval(value: Any, name: str) -> None:
 
 
 def check_positive(value: Any, name: str) -> None:
-    """Require ``value > 0`` for concrete values."""
-    _check(value, name, lambda v: v > 0.0, "> 0")
+    """Require a finite ``value > 0`` for concrete values."""
+    _check(value, name, lambda v: math.isfinite(v) and v > 0.0, "> 0 and finite")
 
 
 def check_non_negative(value: Any, name: str) -> None:
-    """Require ``value >= 0`` for concrete values."""
-    _check(value, name, lambda v: v >= 0.0, ">= 0")
+    """Require a finite ``value >= 0`` for concrete values."""
+    _check(value, name, lambda v: math.isfinite(v) and v >= 0.0, ">= 0 and finite")
+
+
+def check_learning_rate(value: Any, name: str = "learning_rate") -> None:
+    """A schedule (any callable), or a finite number ``>= 0``."""
+    if not callable(value):
+        if not _is_concrete(value) and not isinstance(value, jax.core.Tracer):
+            raise ValueError(f"{name} must be a number or an optax schedule, got {value!r}.")
+        check_non_negative(value, name)
+
+
+def check_updates_match(updates: Any, params: Any) -> None:
+    """Require gradients with the parameters' paths, shapes and a floating dtype, naming the leaf.
+
+    A trace-time check (shapes are static), so it costs nothing inside ``jit``.
+    """
+    wanted = dict(flatten_with_paths(params, "params", is_leaf=is_absent))
+    given = dict(flatten_with_paths(updates, "updates", is_leaf=is_absent))
+    check_same_paths(given, wanted, "the updates")
+    for path, p in wanted.items():
+        if is_absent(p) or is_absent(given[path]):
+            continue
+        if np.shape(given[path]) != np.shape(p):
+            raise ValueError(f"update {path} has shape {np.shape(given[path])}, its parameter {np.shape(p)}.")
+
+
+def check_float_params(params: Any) -> None:
+    """Refuse integer or boolean parameters: their updates would silently round to zero."""
+    for path, p in flatten_with_paths(params, "params", is_leaf=is_absent):
+        if not is_absent(p) and not jnp.issubdtype(jnp.result_type(p), jnp.inexact):
+            raise ValueError(
+                f"parameter {path} has dtype {jnp.result_type(p)}; optimizers need float parameters."
+            )
 
 
 def check_widths(widths: Sequence[int], name: str = "widths") -> list[int]:
@@ -154,6 +187,8 @@ def check_scalar_tree(tree: Any, params: Any, name: str, non_negative: bool = Fa
             )
         if non_negative:
             check_non_negative(leaf, f"{name}{path}")
+        else:
+            _check(leaf, f"{name}{path}", math.isfinite, "finite")
 
 
 def tree_all_finite(tree: Any) -> jax.Array:

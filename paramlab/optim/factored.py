@@ -25,6 +25,7 @@ from paramlab.optim._factored_axes import FactoredAxes, leaf_factoring, static_m
 from paramlab.optim.atan import atan2_nonneg
 from paramlab.optim.common import (
     check_choice,
+    check_float_params,
     check_in_unit_interval,
     check_non_negative,
     check_positive,
@@ -215,6 +216,7 @@ def scale_by_factored_moments(
     mu_dtype = None if mu_dtype is None else jnp.dtype(mu_dtype)
 
     def init_fn(params):
+        check_float_params(params)
         factoring = leaf_factoring(params, fan_axes, factored, static_min_dim(min_dim_size_to_factor))
         leaves, treedef = jax.tree.flatten(params, is_leaf=is_absent)
         stats = [_init_leaf(leaf, axes) for leaf, axes in zip(leaves, factoring)]

@@ -30,7 +30,9 @@ import jax.numpy as jnp
 import optax
 
 from paramlab.optim.common import (
+    check_float_params,
     check_in_unit_interval,
+    check_learning_rate,
     check_non_negative,
     check_scalar_tree,
     is_absent,
@@ -86,7 +88,9 @@ def scale_by_tree(multipliers: Any) -> optax.GradientTransformation:
     """
 
     def init_fn(params):
-        check_scalar_tree(_hide_masked(_as_tree(multipliers, params), params), params, "multipliers")
+        check_scalar_tree(
+            _hide_masked(_as_tree(multipliers, params), params), params, "multipliers", non_negative=True
+        )
         return optax.EmptyState()
 
     def update_fn(updates, state, params=None):
@@ -136,6 +140,7 @@ def scale_by_adam_per_param_eps(
     mu_dtype = None if mu_dtype is None else jnp.dtype(mu_dtype)
 
     def init_fn(params):
+        check_float_params(params)
         if not is_shared_scalar(eps):
             check_scalar_tree(_hide_masked(_as_tree(eps, params), params), params, "eps", non_negative=True)
         mu = optax.tree.zeros_like(params, dtype=mu_dtype)
@@ -171,6 +176,7 @@ def adam_per_param_eps(
     mu_dtype: Any | None = None,
 ) -> optax.GradientTransformation:
     """Adam with a per-parameter epsilon: :func:`scale_by_adam_per_param_eps` then ``-learning_rate``."""
+    check_learning_rate(learning_rate)
     return optax.chain(
         scale_by_adam_per_param_eps(eps, b1=b1, b2=b2, eps_root=eps_root, mu_dtype=mu_dtype),
         optax.scale_by_learning_rate(learning_rate),

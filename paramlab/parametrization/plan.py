@@ -88,15 +88,17 @@ class Plan:
         return {path: getattr(s, field) for path, s in self.scales.items()}
 
     def tree(self, field: str, like: Any) -> Any:
-        """A tree shaped like ``like`` (parameters, gradients) holding ``field``'s scalars."""
+        """A tree shaped like ``like`` (parameters, gradients) holding ``field``'s scalars.
+
+        A leaf whose shape is not its spec's is an error naming it (the plan belongs to another model).
+        """
         values = self.values(field)
-        return self._map(like, lambda path, leaf: values[path])
+        return self._map(like, self._shape_checked(lambda path, leaf: values[path]))
 
     def fan_axes(self, like: Any) -> Any:
         """A tree of :class:`~paramlab.optim.FanAxes` shaped like ``like`` (from the specs)."""
-        return self._map(
-            like, lambda path, leaf: optim.FanAxes(self.specs[path].fan_in, self.specs[path].fan_out)
-        )
+        axes = lambda path, leaf: optim.FanAxes(self.specs[path].fan_in, self.specs[path].fan_out)
+        return self._map(like, self._shape_checked(axes))
 
     def roles(self, like: Any) -> Any:
         """A tree of role names shaped like ``like`` (for per-role metrics)."""
@@ -297,15 +299,23 @@ class Plan:
             new = self._on_params(tree["params"], fn)
             return tree.copy({"params": new}) if isinstance(tree, FrozenDict) else {**tree, "params": new}
 
+        return self._map(tree, self._shape_checked(fn, require_shape=True))
+
+    def _shape_checked(self, fn: Callable[[str, Any], Any], require_shape: bool = False) -> Callable:
+        """``fn`` behind a check that the leaf has its spec's shape (leaves without one pass, unless
+        ``require_shape``)."""
+
         def checked(path: str, leaf: Any) -> Any:
-            shape = tuple(getattr(leaf, "shape", ()))
-            if shape != self.specs[path].shape:
-                raise ValueError(
-                    f"parameter {path} has shape {shape} but the plan's spec says {self.specs[path].shape}."
-                )
+            if require_shape or hasattr(leaf, "shape"):
+                shape = tuple(getattr(leaf, "shape", ()))
+                if shape != self.specs[path].shape:
+                    raise ValueError(
+                        f"parameter {path} has shape {shape} but the plan's spec says "
+                        f"{self.specs[path].shape}."
+                    )
             return fn(path, leaf)
 
-        return self._map(tree, checked)
+        return checked
 
     def _matches(self, tree: Any) -> bool:
         pairs = flatten_with_paths(tree)

@@ -122,7 +122,7 @@ def test_per_param_eps_keeps_dtypes():
 
 
 def test_scale_by_tree_multiplies_each_leaf():
-    multipliers = {"kernel": 0.5, "bias": 2.0, "head": {"w": jnp.float32(-3.0)}}
+    multipliers = {"kernel": 0.5, "bias": 2.0, "head": {"w": jnp.float32(3.0)}}
     grads = _grads(4, 1)[0]
     (got,) = _run_updates(scale_by_tree(multipliers), [grads], _params())
     want = jax.tree.map(lambda g, s: np.asarray(g, np.float64) * float(s), grads, multipliers)
