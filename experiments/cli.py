@@ -76,6 +76,22 @@ def check_positive_ints(config: ml_collections.ConfigDict, keys: Sequence[str]) 
             raise ValueError(f"config.{key} must be an integer >= 1, got {value!r}.")
 
 
+def parse_alignment(value: Any, key: str = "alignment") -> str | float:
+    """``"full"``, ``"none"`` or a measured exponent given as a number (``--config.alignment=0.75``)."""
+    from paramlab.parametrization import alignment_exponents
+
+    if isinstance(value, str) and value not in ("full", "none"):
+        try:
+            value = float(value)
+        except ValueError:
+            raise ValueError(f"config.{key} must be 'full', 'none' or a number, got {value!r}.") from None
+    try:
+        alignment_exponents(value)
+    except ValueError as e:
+        raise ValueError(f"config.{key}: {e}") from None
+    return value
+
+
 def eps_label(optimizer: str, eps: float, eps_mode: str) -> str:
     """``", eps=1e-08"`` (``" per layer"`` with ``eps_mode="per_layer"``), or ``""`` for an optimizer
     without an epsilon (``paramlab.optim.configuring``): the epsilon part of a plot title."""

@@ -39,7 +39,7 @@ class Args:
 
     parametrizations: tuple[str, ...]
     optimizer: str
-    alignment: str
+    alignment: str | float
     widths: tuple[int, ...]
     steps: int
     model: str
@@ -66,7 +66,6 @@ def parse_args(config: ml_collections.ConfigDict, paths: dict[str, str]) -> Args
 
     names = cli.parse_recipes(config.parametrization)
     check_choice(config.optimizer, OPTIMIZERS, "config.optimizer")
-    check_choice(config.alignment, ("full", "none"), "config.alignment")
     check_choice(config.model, MODELS, "config.model")
     check_choice(config.eps_mode, ("constant", "per_layer"), "config.eps_mode")
     cli.check_positive_ints(config, _POSITIVE)
@@ -93,8 +92,9 @@ def parse_args(config: ml_collections.ConfigDict, paths: dict[str, str]) -> Args
         raise ValueError(f"config.momentum must be in [0, 1), got {config.momentum}.")
     if config.seed < 0:
         raise ValueError(f"config.seed must be >= 0, got {config.seed}.")
-    fields = {f.name for f in dataclasses.fields(Args)} - {"parametrizations", "widths", "out"}
+    fields = {f.name for f in dataclasses.fields(Args)} - {"alignment", "parametrizations", "widths", "out"}
     return Args(
+        alignment=cli.parse_alignment(config.alignment),
         parametrizations=names,
         widths=tuple(sorted(widths)),
         out=paths["out"],
@@ -165,6 +165,7 @@ def run(args: Args, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
         plot_coord_check,
     )
     from paramlab.optim import configuring
+    from paramlab.sweep import strict_json
 
     os.makedirs(args.out, exist_ok=True)
     optimizer_kwargs = configuring(args.optimizer, eps=args.eps, momentum=args.momentum)
@@ -193,10 +194,10 @@ def run(args: Args, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
             compiler_options=FAST_CPU_COMPILE if jax.default_backend() == "cpu" else None,
         )
     with open(os.path.join(args.out, "coord_check.json"), "w") as f:
-        json.dump(records, f, indent=1)
+        json.dump(strict_json(records), f, indent=1, allow_nan=False)
     summary = coord_check_summary(records)
     with open(os.path.join(args.out, "coord_check_summary.json"), "w") as f:
-        json.dump(summary, f, indent=1)
+        json.dump(strict_json(summary), f, indent=1, allow_nan=False)
     plot_coord_check(records, os.path.join(args.out, "coord_check.png"), title=_title(args))
     log(_title(args))
     log(format_summary(summary))

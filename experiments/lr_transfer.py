@@ -41,7 +41,7 @@ class Args:
 
     parametrizations: tuple[str, ...]
     optimizer: str
-    alignment: str
+    alignment: str | float
     widths: tuple[int, ...]
     lrs: tuple[float, ...]
     steps: int
@@ -80,7 +80,6 @@ def parse_args(config: ml_collections.ConfigDict, paths: dict[str, str]) -> Args
 
     names = cli.parse_recipes(config.parametrization)
     check_choice(config.optimizer, OPTIMIZERS, "config.optimizer")
-    check_choice(config.alignment, ("full", "none"), "config.alignment")
     check_choice(config.eps_mode, ("constant", "per_layer"), "config.eps_mode")
     cli.check_positive_ints(config, _POSITIVE)
     widths = cli.parse_list(config.widths, int, "widths")
@@ -96,8 +95,16 @@ def parse_args(config: ml_collections.ConfigDict, paths: dict[str, str]) -> Args
         raise ValueError(f"config.warmup_steps must be in [0, config.steps), got {config.warmup_steps}.")
     if not (math.isfinite(config.eps) and config.eps > 0):
         raise ValueError(f"config.eps must be > 0, got {config.eps}.")
-    fields = {f.name for f in dataclasses.fields(Args)} - {"parametrizations", "widths", "lrs", "out", "data"}
+    fields = {f.name for f in dataclasses.fields(Args)} - {
+        "alignment",
+        "parametrizations",
+        "widths",
+        "lrs",
+        "out",
+        "data",
+    }
     return Args(
+        alignment=cli.parse_alignment(config.alignment),
         parametrizations=names,
         widths=tuple(sorted(widths)),
         lrs=tuple(sorted(lrs)),
@@ -264,7 +271,7 @@ def write_summary(
 ) -> str:
     """The optimal-LR table (printed, ``optimal_lr.txt`` / ``.json``) and ``lr_transfer.png``."""
     from paramlab.diagnostics import lr_sensitivity_table
-    from paramlab.sweep import format_table, optimal_settings, optimum_shift
+    from paramlab.sweep import format_table, optimal_settings, optimum_shift, strict_json
     from paramlab.sweep.plots import plot_lr_transfer
 
     group = ("parametrization", "width")
@@ -282,21 +289,33 @@ def write_summary(
         "lr_index",
         "best_final_loss",
         "lr_sensitivity",
+        "at_grid_edge",
         "n_diverged",
     ]
-    text = "\n".join(
-        [
-            title,
-            format_table(table, columns),
-            "",
-            "optimum shift across widths (grid steps): "
-            + ", ".join(f"{k[0]}: {'-' if v is None else v}" for k, v in shifts.items()),
-        ]
+    widths = {r["width"] for r in records}
+    shift_text = (
+        "optimum shift across widths: n/a (one width; give several widths to measure a shift)"
+        if len(widths) < 2
+        else "optimum shift across widths (grid steps): "
+        + ", ".join(f"{k[0]}: {'-' if v is None else v}" for k, v in shifts.items())
     )
+    edges = [f"{r['parametrization']} width {r['width']}" for r in table if r["at_grid_edge"]]
+    edge_text = (
+        "best LR at the edge of the grid (the optimum may lie outside it; extend the grid): "
+        + ", ".join(edges)
+        if edges
+        else "every best LR is inside the grid"
+    )
+    text = "\n".join([title, format_table(table, columns), "", shift_text, edge_text])
     with open(os.path.join(out, "optimal_lr.txt"), "w") as f:
         f.write(text + "\n")
+    summary = {
+        "optimal": table,
+        "shift_grid_steps": {k[0]: v for k, v in shifts.items()},
+        "at_grid_edge": edges,
+    }
     with open(os.path.join(out, "optimal_lr.json"), "w") as f:
-        json.dump({"optimal": table, "shift_grid_steps": {k[0]: v for k, v in shifts.items()}}, f, indent=1)
+        json.dump(strict_json(summary), f, indent=1, allow_nan=False)
     plot_lr_transfer(records, os.path.join(out, "lr_transfer.png"), title=title)
     log(text)
     return text

@@ -54,7 +54,7 @@ def get_config() -> ml_collections.ConfigDict:
     # --- parametrization: how init, multipliers and per-layer LRs scale with width -----------------
     c.parametrization = ml_collections.ConfigDict()
     c.parametrization.name = "mup"  # "sp", "ntk", "mup", "mfp" or "mup_table8" (microsoft/mup's form)
-    c.parametrization.alignment = "full"  # "full" or "none" (the LR exponents' alignment assumption)
+    c.parametrization.alignment = "full"  # "full", "none" or a measured exponent (e.g. "0.75")
     # the proxy width where every parametrization equals the base model (d_ff and n_heads scale with
     # it at the ratios of model.d_ff and model.n_heads to model.d_model; d_head is fixed)
     c.parametrization.base_d_model = 64

@@ -11,7 +11,7 @@ def get_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.parametrization = "mup"  # recipes, comma-separated (paramlab.parametrization.RECIPES)
     c.optimizer = "adam"  # a name of paramlab.optim.OPTIMIZERS; its family picks the LR exponents
-    c.alignment = "full"  # "full" or "none": the LR exponents' alignment assumption
+    c.alignment = "full"  # "full", "none" or a measured exponent ("0.75"): the LR exponents' assumption
     c.widths = "64,128,256,512,1024"  # widths (narrower than base_width is allowed)
     c.base_width = 64  # the width at which every parametrization equals SP
     c.steps = 3  # recorded forward passes (step 1 at init)

@@ -14,7 +14,7 @@ def get_config() -> ml_collections.ConfigDict:
     # "ntk", "mup", "mfp", "mup_table8" (per-layer LR exponents for the optimizer and alignment)
     c.parametrization = "sp_global,mup"
     c.optimizer = "adam"  # a name of paramlab.optim.OPTIMIZERS; its family picks the LR exponents
-    c.alignment = "full"  # "full" or "none": the LR exponents' alignment assumption
+    c.alignment = "full"  # "full", "none" or a measured exponent ("0.75"): the LR exponents' assumption
     c.eps_mode = "constant"  # Adam epsilon: "constant" or "per_layer" (follows the gradient scale)
     c.eps = 1e-8  # Adam epsilon (at the base width with eps_mode="per_layer")
     c.widths = "64,128,256,512"  # d_model values (narrower than base_width is allowed)

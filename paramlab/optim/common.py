@@ -8,7 +8,7 @@ transformation validates what it can see at construction time and stays jittable
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -18,10 +18,14 @@ import optax
 
 __all__ = [
     "check_choice",
+    "check_float_params",
     "check_in_unit_interval",
+    "check_learning_rate",
     "check_non_negative",
     "check_positive",
+    "check_same_paths",
     "check_scalar_tree",
+    "check_updates_match",
     "check_widths",
     "flatten_with_paths",
     "is_absent",
@@ -29,6 +33,7 @@ __all__ = [
     "path_str",
     "resolve_per_leaf",
     "sort_key",
+    "strict_json",
     "tree_all_finite",
 ]
 
@@ -204,3 +209,16 @@ def tree_all_finite(tree: Any) -> jax.Array:
 def sort_key(key: tuple) -> tuple:
     """A sort key for tuples mixing numbers and strings: numbers first, in numeric order."""
     return tuple((0, v) if isinstance(v, (int, float)) else (1, str(v)) for v in key)
+
+
+def strict_json(value: Any) -> Any:
+    """``value`` with every non-finite float (``nan``, ``inf``) replaced by ``None``: valid JSON
+    (RFC 8259 has no ``NaN`` / ``Infinity``); the readers of paramlab's files take ``None`` as
+    "no finite value" (e.g. a diverged run's loss)."""
+    if isinstance(value, Mapping):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(v) for v in value]
+    if isinstance(value, (float, np.floating)) and not math.isfinite(float(value)):
+        return None
+    return value

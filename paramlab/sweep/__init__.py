@@ -7,6 +7,7 @@ from paramlab.sweep.results import (
     optimal_settings,
     optimum_shift,
     save_records,
+    strict_json,
 )
 from paramlab.sweep.vmapped import (
     SweepResult,

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from paramlab.optim.common import sort_key
+from paramlab.optim.common import sort_key, strict_json
 
 __all__ = [
     "format_table",
@@ -23,6 +23,7 @@ __all__ = [
     "optimal_settings",
     "optimum_shift",
     "save_records",
+    "strict_json",
 ]
 
 
@@ -33,11 +34,13 @@ def save_records(
 ) -> None:
     """Write ``records`` as a JSON list (and, with ``csv_path``, as CSV with one column per key).
 
-    The CSV columns are the union of the records' keys in first-seen order; a missing value is empty.
+    The JSON is strict (:func:`strict_json`: a diverged member's ``inf`` losses are ``null``, its
+    ``diverged`` field says why); the CSV keeps ``inf``. Its columns are the union of the records'
+    keys in first-seen order; a missing value is empty.
     """
     records = [_plain_record(r) for r in records]
     with open(json_path, "w") as f:
-        json.dump(records, f, indent=1)
+        json.dump(strict_json(records), f, indent=1, allow_nan=False)
         f.write("\n")
     if csv_path is not None:
         columns = list(dict.fromkeys(k for r in records for k in r))
@@ -67,7 +70,7 @@ def mean_over_seeds(
 ) -> dict[tuple, float]:
     """``{values of keys: mean of y}`` over the records sharing those values (typically all but the seed).
 
-    A non-finite ``y`` (a diverged seed) makes the mean ``inf``.
+    A non-finite or ``None`` ``y`` (a diverged seed) makes the mean ``inf``.
 
     Raises:
       ValueError: a record lacks one of ``keys`` or ``y``.
@@ -75,7 +78,8 @@ def mean_over_seeds(
     groups: dict[tuple, list[float]] = {}
     for record in records:
         _require(record, (*keys, y))
-        groups.setdefault(tuple(record[k] for k in keys), []).append(float(record[y]))
+        value = math.inf if record[y] is None else float(record[y])
+        groups.setdefault(tuple(record[k] for k in keys), []).append(value)
     return {k: (float(np.mean(v)) if all(map(math.isfinite, v)) else math.inf) for k, v in groups.items()}
 
 
@@ -89,8 +93,9 @@ def optimal_settings(
 
     Each row holds the ``group_by`` values, ``best_<x>`` (``None`` if every ``x`` diverged),
     ``best_<y>`` (the seed-mean of ``y`` there, ``inf`` if none), ``<x>_index`` (the position of the
-    best ``x`` in the sorted distinct ``x`` values of the whole table; ``None`` if none) and
-    ``n_diverged`` (grid points with a diverged seed) out of ``n_grid`` (grid points run).
+    best ``x`` in the sorted distinct ``x`` values of the whole table; ``None`` if none),
+    ``at_grid_edge`` (the best ``x`` is the smallest or largest of the grid: the true optimum may lie
+    outside it) and ``n_diverged`` (grid points with a diverged seed) out of ``n_grid``.
     """
     if not records:
         raise ValueError("records is empty.")
@@ -110,6 +115,7 @@ def optimal_settings(
                 f"best_{x}": best,
                 f"best_{y}": finite[best] if finite else math.inf,
                 f"{x}_index": grid.index(best) if finite else None,
+                "at_grid_edge": bool(finite) and len(grid) > 1 and best in (grid[0], grid[-1]),
                 "n_diverged": len(curve) - len(finite),
                 "n_grid": len(curve),
             }
@@ -124,14 +130,14 @@ def optimum_shift(
 
     ``rows`` come from :func:`optimal_settings`; a family is the rows sharing the ``family`` values
     (e.g. ``("parametrization", "optimizer")``). The shift is ``max - min`` of their ``<x>_index``;
-    ``None`` if some row has no optimum.
+    ``None`` if some row has no optimum, or if the family has a single row (one width gives no shift).
     """
     indices: dict[tuple, list] = {}
     for row in rows:
         _require(row, (*family, f"{x}_index"))
         indices.setdefault(tuple(row[k] for k in family), []).append(row[f"{x}_index"])
     return {
-        k: (None if any(i is None for i in v) else int(max(v) - min(v)))
+        k: (None if len(v) < 2 or any(i is None for i in v) else int(max(v) - min(v)))
         for k, v in sorted(indices.items(), key=lambda kv: sort_key(kv[0]))
     }
 

@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from paramlab.optim.common import strict_json
+
 __all__ = ["MetricsWriter", "plot_loss_curve", "progress_bar", "read_metrics"]
 
 
@@ -102,11 +104,11 @@ def plot_loss_curve(
 
 
 def _series(records: Iterable[dict[str, Any]], key: str) -> list[tuple[int, float]]:
-    return [(r["step"], r[key]) for r in records if key in r and math.isfinite(r[key])]
+    return [(r["step"], r[key]) for r in records if r.get(key) is not None and math.isfinite(r[key])]
 
 
 def _dumps(record: dict[str, Any]) -> str:
-    return json.dumps({k: _plain(v) for k, v in record.items()})
+    return json.dumps(strict_json({k: _plain(v) for k, v in record.items()}), allow_nan=False)
 
 
 def _plain(value: Any) -> Any:

@@ -10,6 +10,7 @@ import pytest
 
 from experiments import lr_transfer
 from experiments.configs import lr_transfer as default_config
+from paramlab.sweep import strict_json
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = [
@@ -39,6 +40,10 @@ def _run(*flags, timeout=600):
     )
 
 
+def _refuse(constant):
+    raise AssertionError(f"not strict JSON: {constant}")
+
+
 def _tiny_config(**overrides):
     config = default_config.get_config()
     for flag in TINY:
@@ -54,7 +59,7 @@ def test_tiny_run_writes_results_plot_and_table(tmp_path):
     lines = []
     records = lr_transfer.run(lr_transfer.parse_args(config, {"out": str(out), "data": ""}), log=lines.append)
     with open(out / "results.json") as f:
-        assert json.load(f) == records
+        assert json.load(f, parse_constant=_refuse) == strict_json(records)
     assert len(records) == 2 * 2 * 2 * 2  # parametrizations x widths x lrs x seeds
     keys = {"parametrization", "optimizer", "width", "lr", "seed", "final_loss", "diverged"}
     assert all(keys <= set(r) for r in records)
@@ -129,3 +134,33 @@ def test_bad_command_lines_exit_2_with_one_line(tmp_path, flags, message):
     assert proc.returncode == 2
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and message in lines[0] and "Traceback" not in proc.stderr
+
+
+def test_alignment_can_be_a_measured_number():
+    config = default_config.get_config()
+    config.alignment = "0.75"
+    assert lr_transfer.parse_args(config, {"out": "x", "data": ""}).alignment == 0.75
+    config.alignment = "2.5"
+    with pytest.raises(ValueError, match="config.alignment"):
+        lr_transfer.parse_args(config, {"out": "x", "data": ""})
+
+
+def test_summary_flags_grid_edges_single_widths_and_writes_strict_json(tmp_path):
+    losses = {1e-3: 3.0, 2e-3: 2.0, 4e-3: math.inf}  # the largest LR diverged: the best is inside
+    records = [
+        {"parametrization": "mup", "width": 64, "lr": lr, "seed": 0, "final_loss": loss, "initial_loss": 5.5,
+         "diverged": not math.isfinite(loss)}
+        for lr, loss in losses.items()
+    ] + [
+        {"parametrization": "sp", "width": 64, "lr": lr, "seed": 0, "final_loss": 4.0 - i,
+         "initial_loss": 5.5, "diverged": False}
+        for i, lr in enumerate(losses)
+    ]  # fmt: skip
+    text = lr_transfer.write_summary(records, str(tmp_path), log=lambda line: None)
+    assert "n/a (one width" in text
+    assert "best LR at the edge of the grid" in text and "sp width 64" in text and "mup width 64" not in text
+    with open(tmp_path / "optimal_lr.json") as f:
+        summary = json.load(f, parse_constant=_refuse)
+    assert summary["at_grid_edge"] == ["sp width 64"]
+    assert {r["parametrization"]: r["at_grid_edge"] for r in summary["optimal"]} == {"mup": False, "sp": True}
+    assert summary["shift_grid_steps"] == {"mup": None, "sp": None}

@@ -41,10 +41,14 @@ def _records():
 def test_json_and_csv_round_trip(tmp_path):
     rows = _records()
     save_records(rows, tmp_path / "r.json", tmp_path / "r.csv")
-    assert load_records(tmp_path / "r.json") == rows
-    assert load_records(tmp_path / "r.csv") == rows
+    assert load_records(tmp_path / "r.csv") == rows  # CSV keeps inf
+    strict = lambda constant: pytest.fail(f"not strict JSON: {constant}")
     with open(tmp_path / "r.json") as f:
-        assert json.load(f)[6]["final_loss"] == math.inf
+        loaded = json.load(f, parse_constant=strict)  # JSON is strict: a diverged loss is null
+    assert loaded[6]["final_loss"] is None and loaded[6]["diverged"]
+    assert load_records(tmp_path / "r.json") == loaded
+    by_width = dict(group_by=("parametrization", "width"))
+    assert optimal_settings(loaded, **by_width) == optimal_settings(rows, **by_width)
 
 
 def test_missing_file_and_bad_content(tmp_path):
