@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
+CORE := $(VENV)/.installed-core
 STAMP := $(VENV)/.installed
 WORKDIR ?= runs/demo
 
@@ -10,13 +11,19 @@ WORKDIR ?= runs/demo
 
 setup: $(STAMP)
 
-$(STAMP): setup.cfg pyproject.toml constraints.txt
+# paramlab and its dependencies only: what `make run` needs (no torch).
+$(CORE): setup.cfg pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -c constraints.txt -e .
+	touch $(CORE)
+
+# plus the test tools and the microsoft/mup cross-check (torch, CPU build).
+$(STAMP): $(CORE)
 	$(PIP) install --quiet -c constraints.txt -e ".[test,mup]"
 	touch $(STAMP)
 
-run: $(STAMP)
+run: $(CORE)
 	$(PY) -m experiments.train --config=experiments/configs/demo.py --workdir=$(WORKDIR)
 
 test: $(STAMP)

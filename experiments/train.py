@@ -14,7 +14,6 @@ or a checkpoint that cannot be used; 2 a bad command line, config key or value, 
 from __future__ import annotations
 
 import dataclasses
-import os
 import sys
 
 import jax
@@ -31,14 +30,23 @@ from paramlab.nn import linen as linen_adapter
 from paramlab.optim import OPTIMIZERS, configuring, family_of
 from paramlab.optim.common import check_choice
 from paramlab.parametrization import Plan, make_plan, named_parametrization
-from paramlab.train import CheckpointError, LoopConfig, Task, TrainingDiverged, fit, make_schedule
+from paramlab.train import (
+    CheckpointError,
+    LoopConfig,
+    Task,
+    TrainingDiverged,
+    WorkdirBusy,
+    check_writable,
+    fit,
+    make_schedule,
+)
 
 PROGRAM = "experiments.train"
 EXIT_FAILED, EXIT_PREEMPTED = 1, 143
 
-# Config keys a resumed run may change (cadences and devices); any other difference from the
-# checkpoint's config is an error.
-RESUME_MUTABLE = ("logging", "eval.every", "checkpoint", "sharding")
+# Config keys a resumed run may change (cadences, devices, and train.steps: raising it extends a finished
+# run); any other difference from the checkpoint's config is an error.
+RESUME_MUTABLE = ("logging", "eval.every", "checkpoint", "sharding", "train.steps")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -275,6 +283,8 @@ def main(config: ml_collections.ConfigDict, paths: dict[str, str]) -> None:
         )
     except (CheckpointError, TrainingDiverged) as e:
         fail(PROGRAM, e, EXIT_FAILED)
+    except (WorkdirBusy, OSError) as e:
+        fail(PROGRAM, e)
     print(f"checkpoints: {result.checkpoint_dir}")
     print(f"metrics:     {result.metrics_path}")
     print(f"plot:        {result.plot_path}")
@@ -291,14 +301,10 @@ def main(config: ml_collections.ConfigDict, paths: dict[str, str]) -> None:
 
 def _check_workdir(workdir: str) -> str:
     """Create ``workdir`` and check that it is writable (one-line error and exit 2 if not)."""
-    probe = os.path.join(workdir, ".write_test")
     try:
-        os.makedirs(workdir, exist_ok=True)
-        with open(probe, "w") as f:
-            f.write("ok")
-        os.remove(probe)
+        check_writable(workdir, "workdir")
     except OSError as e:
-        fail(PROGRAM, f"workdir {workdir!r} is not writable: {e.strerror or e}")
+        fail(PROGRAM, e)
     return workdir
 
 

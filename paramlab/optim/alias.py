@@ -227,8 +227,7 @@ def optimizer(
       b2: second-moment decay (``None``: 0.999; ``adafactor``: the power schedule ``1 - t^-0.8``).
       eps, eps_root: Adam's epsilon ``eps_0`` (per leaf ``eps_0 * eps_l``) and inside the root.
       momentum, nesterov: SGD momentum (0: plain SGD).
-      weight_decay: the global decay rate ``wd``, per leaf ``wd * w_l``; a Python ``0`` leaves the
-        decay out of the chain.
+      weight_decay: the global decay rate ``wd``, per leaf ``wd * w_l`` (a Python ``0``: no decay).
       mu_dtype: dtype of the first moment.
       lr_scales, eps_scales, weight_decay_scales: per-leaf factors ``lr_l``, ``eps_l``, ``w_l``
         (trees or ``params -> tree``; ``None``: 1).

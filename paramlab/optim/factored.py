@@ -196,20 +196,13 @@ def scale_by_factored_moments(
     at least ``min_dim_size_to_factor`` elements (read by ``init``; for width sweeps set it below the
     smallest width); ``factored=False`` keeps every moment in full. ``fan_axes``: ``None`` (optax's
     rule), a tree of :class:`paramlab.optim.FanAxes` / ``None`` with the parameters' structure, or a
-    function ``params -> tree``. Numeric hyperparameters may be traced; a bad one is a ``ValueError``
-    naming it (a bad fan axis names the parameter's path).
+    function ``params -> tree``. Numeric hyperparameters may be traced; a bad one (or fan axis) is a
+    ``ValueError`` naming it.
     """
     static = _static_choices(
-        decay_rate,
-        decay_schedule,
-        step_offset,
-        eps1,
-        eps2,
-        b1,
-        clipping_threshold,
-        output,
+        decay_rate, decay_schedule, step_offset, eps1, eps2, b1, clipping_threshold, output,
         min_dim_size_to_factor,
-    )
+    )  # fmt: skip
     static = dataclasses.replace(
         static, param_scale=bool(multiply_by_parameter_scale), relative_step=bool(relative_step)
     )

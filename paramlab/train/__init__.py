@@ -14,3 +14,4 @@ from paramlab.train.sharding import (
 )
 from paramlab.train.state import TrainingDiverged, TrainState, create_train_state, tree_is_finite
 from paramlab.train.step import evaluate, jit_train_step, make_eval_step, make_train_step, role_rms
+from paramlab.train.workdir import WorkdirBusy, WorkdirLock, check_writable, set_aside

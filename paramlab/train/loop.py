@@ -23,6 +23,7 @@ from paramlab.train.checkpoint import Checkpointer, CheckpointError
 from paramlab.train.sharding import batch_sharding, make_mesh, shard_batch, tree_shardings
 from paramlab.train.state import TrainingDiverged, TrainState, create_train_state
 from paramlab.train.step import LossFn, evaluate, jit_train_step, make_eval_step, make_train_step
+from paramlab.train.workdir import WorkdirLock, check_writable, set_aside
 
 __all__ = ["COMPUTE_DTYPES", "FitResult", "LoopConfig", "StatefulIterator", "Task", "fit"]
 
@@ -158,7 +159,7 @@ def fit(
     when the newest checkpoint is unreadable or another config wrote it.
     """
     workdir = os.fspath(workdir)
-    os.makedirs(workdir, exist_ok=True)
+    check_writable(workdir, "workdir")
     paths = {
         "checkpoint_dir": os.path.join(workdir, "checkpoints"),
         "metrics_path": os.path.join(workdir, "metrics.jsonl"),
@@ -166,7 +167,6 @@ def fit(
     }
     run_config = dict(run_config or {})
     mesh = make_mesh(config.mesh_data, config.mesh_fsdp)
-    compute_dtype = None if config.compute_dtype == "float32" else jnp.dtype(config.compute_dtype)
 
     def init_state(rng):
         return create_train_state(task.init_params(rng), task.optimizer)
@@ -177,12 +177,23 @@ def fit(
     abstract = jax.tree.map(
         lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract, state_sharding
     )
+    with WorkdirLock(workdir, log):
+        check_writable(paths["checkpoint_dir"], "checkpoint directory")  # before the first step
+        return _fit_locked(task, config, paths, init_state, rng, abstract, state_sharding, mesh, run_config,
+                           resume_mutable, log)  # fmt: skip
+
+
+def _fit_locked(task, config, paths, init_state, rng, abstract, state_sharding, mesh, run_config,
+                resume_mutable, log) -> FitResult:  # fmt: skip
+    """:func:`fit` once the work directory is held."""
+    compute_dtype = None if config.compute_dtype == "float32" else jnp.dtype(config.compute_dtype)
     with (
         Checkpointer(paths["checkpoint_dir"], max_to_keep=config.max_to_keep) as ckpt,
         _StopOnSigterm() as stop,
     ):
         start = ckpt.latest_step()
         if start is None:
+            set_aside([paths["metrics_path"], paths["plot_path"]], log)
             state = jax.jit(init_state, out_shardings=state_sharding)(rng)
             log(f"starting from scratch (no checkpoint in {paths['checkpoint_dir']})")
         else:
@@ -198,7 +209,12 @@ def fit(
         if eval_loss is None and status == "completed" and task.eval_batches is not None:
             eval_loss = run.evaluate(state)  # already complete on entry: report, do not log again
     records = metrics_lib.read_metrics(paths["metrics_path"])
-    metrics_lib.plot_loss_curve(records, paths["plot_path"], reference=task.reference_loss, title=workdir)
+    metrics_lib.plot_loss_curve(
+        records,
+        paths["plot_path"],
+        reference=task.reference_loss,
+        title=os.path.dirname(paths["checkpoint_dir"]),
+    )
     return FitResult(status=status, step=last, resumed_from=start, eval_loss=eval_loss, **paths)
 
 
