@@ -27,7 +27,7 @@ run: $(CORE)
 	$(PY) -m experiments.train --config=experiments/configs/demo.py --workdir=$(WORKDIR)
 
 test: $(STAMP)
-	$(PY) -m pytest -n 2 --dist loadfile -q tests
+	$(PY) -m pytest -n 2 --dist worksteal -q tests
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check paramlab experiments benchmarks tests

@@ -16,7 +16,8 @@ from paramlab.data import load_corpus, unigram_entropy
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 TINY = "experiments/configs/tiny.py"
 # a longer tiny run with frequent checkpoints, so a kill lands mid-training
-RESUMABLE = ["--config.train.steps=120", "--config.checkpoint.every=10", "--config.eval.every=40"]
+STEPS = 80
+RESUMABLE = [f"--config.train.steps={STEPS}", "--config.checkpoint.every=10", "--config.eval.every=40"]
 TIMING_KEYS = {"step_time_s", "tokens_per_s"}
 
 
@@ -93,11 +94,11 @@ def test_sigkill_then_restart_equals_uninterrupted_run(tmp_path):
     term_out, term_err = preempted.communicate(timeout=300)
     assert preempted.returncode == 143, term_err[-2000:]
     stopped_at = int(term_out.split("stopped by SIGTERM at step ")[1].split(";")[0])
-    assert (termed / "checkpoints" / str(stopped_at)).is_dir() and stopped_at < 120
+    assert (termed / "checkpoints" / str(stopped_at)).is_dir() and stopped_at < STEPS
     out, err = reference.communicate(timeout=300)
     assert reference.returncode == 0, err[-2000:]
     partial = max(r["step"] for r in _records(killed))
-    assert partial < 120, "the killed run finished before the kill; the test did not interrupt it"
+    assert partial < STEPS, "the killed run finished before the kill; the test did not interrupt it"
 
     resumed = _run(killed, *RESUMABLE)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
@@ -118,16 +119,22 @@ def test_sigkill_then_restart_equals_uninterrupted_run(tmp_path):
     before = sorted(p.name for p in (straight / "checkpoints").iterdir())
     other = _run(straight, *RESUMABLE, "--config.model.n_layers=3")
     assert other.returncode == 1
-    assert "checkpoints/120 was written by a different config" in other.stderr
+    assert f"checkpoints/{STEPS} was written by a different config" in other.stderr
     assert "model.n_layers: 2 -> 3" in other.stderr and "Traceback" not in other.stderr
     assert sorted(p.name for p in (straight / "checkpoints").iterdir()) == before
 
+    # raising train.steps extends the finished run from its last checkpoint
+    longer = _run(straight, *RESUMABLE, f"--config.train.steps={STEPS + 10}")
+    assert longer.returncode == 0, longer.stderr[-2000:]
+    assert f"resuming from checkpoint {straight / 'checkpoints' / str(STEPS)}" in longer.stdout
+    assert max(r["step"] for r in _records(straight)) == STEPS + 10
+
     # a corrupt newest checkpoint: an error naming it, never a silent restart
-    for f in (killed / "checkpoints" / "120" / "state").rglob("*"):
+    for f in (killed / "checkpoints" / str(STEPS) / "state").rglob("*"):
         if f.is_file():
             f.write_bytes(b"\0garbage")
     corrupt = _run(killed, *RESUMABLE)
-    assert corrupt.returncode == 1 and "checkpoints/120 is unreadable" in corrupt.stderr
+    assert corrupt.returncode == 1 and f"checkpoints/{STEPS} is unreadable" in corrupt.stderr
     assert "Traceback" not in corrupt.stderr
 
 

@@ -46,7 +46,9 @@ def test_a_dead_holder_is_taken_over_and_another_host_refused(tmp_path):
 def test_fit_refuses_a_busy_workdir_and_an_unwritable_checkpoint_dir(toy, tmp_path):
     busy = tmp_path / "busy"
     busy.mkdir()
-    (busy / LOCK_NAME).write_text(json.dumps({"pid": os.getppid(), "host": socket.gethostname(), "started": 0}))
+    (busy / LOCK_NAME).write_text(
+        json.dumps({"pid": os.getppid(), "host": socket.gethostname(), "started": 0})
+    )
     with pytest.raises(WorkdirBusy, match="in use by pid"):
         fit(_task(toy), LoopConfig(**LOOP), busy, log=lambda _: None)
     blocked = tmp_path / "blocked"
