@@ -1,6 +1,13 @@
 """paramlab.train: train state, jit-compiled step, schedules, sharding, orbax checkpoints, metrics, loop."""
 
-from paramlab.train.checkpoint import Checkpointer, CheckpointError, Restored, config_differences
+from paramlab.train.checkpoint import (
+    Checkpointer,
+    CheckpointError,
+    CorruptCheckpoint,
+    Restored,
+    config_differences,
+)
+from paramlab.train.checksums import checksum_mismatches, checksums
 from paramlab.train.loop import FitResult, LoopConfig, StatefulIterator, Task, fit
 from paramlab.train.metrics import MetricsWriter, plot_loss_curve, progress_bar, read_metrics
 from paramlab.train.schedules import make_schedule

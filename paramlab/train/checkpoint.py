@@ -16,15 +16,20 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 from paramlab.optim.common import path_str
+from paramlab.train.checksums import checksum_mismatches, checksums
 from paramlab.train.state import TrainingDiverged, TrainState, tree_is_finite
 
-__all__ = ["CheckpointError", "Checkpointer", "Restored", "config_differences"]
+__all__ = ["CheckpointError", "Checkpointer", "CorruptCheckpoint", "Restored", "config_differences"]
 
-_ITEMS = ("state", "data", "config", "plan")
+_ITEMS = ("state", "data", "config", "plan", "checksums")
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be read, or that belongs to a different run configuration."""
+
+
+class CorruptCheckpoint(CheckpointError):
+    """A checkpoint whose files cannot be read or whose arrays fail their saved checksums."""
 
 
 class Restored(NamedTuple):
@@ -84,6 +89,7 @@ class Checkpointer:
             data=ocp.args.JsonSave(_json_roundtrip(data_state, "data_state")),
             config=ocp.args.JsonSave(_json_roundtrip(config, "config")),
             plan=ocp.args.JsonSave(_json_roundtrip(plan, "plan")),
+            checksums=ocp.args.JsonSave(checksums(state._asdict())),
         )
         self._manager.save(step, args=args, force=True)
 
@@ -111,7 +117,7 @@ class Checkpointer:
             saved_config = self._manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
             saved_config = saved_config.config
         except Exception as e:  # orbax raises many types for unreadable files
-            raise CheckpointError(f"checkpoint {where} is unreadable ({type(e).__name__}: {e}).") from e
+            raise CorruptCheckpoint(f"checkpoint {where} is unreadable ({type(e).__name__}: {e}).") from e
         _check_compatible(where, saved_config, meta["state"], config, resume_mutable, abstract_state)
         try:
             restored = self._manager.restore(
@@ -120,10 +126,11 @@ class Checkpointer:
                     state=ocp.args.StandardRestore(abstract_state),
                     data=ocp.args.JsonRestore(),
                     plan=ocp.args.JsonRestore(),
+                    checksums=ocp.args.JsonRestore(),
                 ),
             )
         except Exception as e:
-            raise CheckpointError(f"checkpoint {where} is unreadable ({type(e).__name__}: {e}).") from e
+            raise CorruptCheckpoint(f"checkpoint {where} is unreadable ({type(e).__name__}: {e}).") from e
         if plan is not None:
             diffs = config_differences(_as_mapping(restored.plan), _as_mapping(_json_roundtrip(plan, "plan")))
             if diffs:
@@ -131,7 +138,22 @@ class Checkpointer:
                     f"checkpoint {where} holds a different parametrization plan ({'; '.join(diffs[:4])})."
                 )
         state = TrainState(*restored.state) if not isinstance(restored.state, TrainState) else restored.state
+        bad = checksum_mismatches(state._asdict(), restored.checksums or {})
+        if bad:
+            raise CorruptCheckpoint(
+                f"checkpoint {where} fails its checksums: {len(bad)} arrays differ from what was saved "
+                f"({', '.join(bad[:4])})."
+            )
         return Restored(state=state, data_state=restored.data, config=saved_config, plan=restored.plan)
+
+    def quarantine(self, step: int) -> epath.Path:
+        """Move a corrupt checkpoint out of the way (``<step>.corrupt[.n]``); returns where it went."""
+        target, n = self.directory / f"{step}.corrupt", 1
+        while target.exists():
+            target, n = self.directory / f"{step}.corrupt.{n}", n + 1
+        self.step_directory(step).rename(target)
+        self._manager.reload()
+        return target
 
     def wait(self) -> None:
         """Block until pending asynchronous saves are on disk."""

@@ -19,7 +19,7 @@ import numpy as np
 import optax
 
 from paramlab.train import metrics as metrics_lib
-from paramlab.train.checkpoint import Checkpointer, CheckpointError
+from paramlab.train.checkpoint import Checkpointer, CheckpointError, CorruptCheckpoint
 from paramlab.train.sharding import batch_sharding, make_mesh, shard_batch, tree_shardings
 from paramlab.train.state import TrainingDiverged, TrainState, create_train_state
 from paramlab.train.step import LossFn, evaluate, jit_train_step, make_eval_step, make_train_step
@@ -191,13 +191,12 @@ def _fit_locked(task, config, paths, init_state, rng, abstract, state_sharding, 
         Checkpointer(paths["checkpoint_dir"], max_to_keep=config.max_to_keep) as ckpt,
         _StopOnSigterm() as stop,
     ):
-        start = ckpt.latest_step()
+        start, state = _resume_newest_intact(ckpt, abstract, task, run_config, resume_mutable, log)
         if start is None:
             set_aside([paths["metrics_path"], paths["plot_path"]], log)
             state = jax.jit(init_state, out_shardings=state_sharding)(rng)
             log(f"starting from scratch (no checkpoint in {paths['checkpoint_dir']})")
         else:
-            state = _resume(ckpt, start, abstract, task, run_config, resume_mutable)
             log(f"resuming from checkpoint {ckpt.step_directory(start)} (step {start})")
         writer = metrics_lib.MetricsWriter(paths["metrics_path"], resume_step=start)
         step_fn = jit_train_step(
@@ -228,6 +227,25 @@ def _train_step(task: Task, config: LoopConfig, compute_dtype: Any) -> Callable:
         compute_dtype=compute_dtype,
         roles=task.roles,
     )
+
+
+def _resume_newest_intact(
+    ckpt: Checkpointer, abstract: Any, task: Task, run_config: Mapping, resume_mutable: Iterable[str], log
+) -> tuple[int | None, TrainState | None]:
+    """``(step, state)`` of the newest checkpoint that verifies; corrupt ones are moved aside with a warning.
+
+    ``(None, None)`` with no checkpoint at all; a :class:`CheckpointError` when every one is corrupt.
+    """
+    steps = ckpt.all_steps()
+    for step in reversed(steps):
+        try:
+            return step, _resume(ckpt, step, abstract, task, run_config, resume_mutable)
+        except CorruptCheckpoint as e:
+            moved = ckpt.quarantine(step)
+            log(f"warning: {e} Moved it to {moved}; trying the next older checkpoint.")
+    if steps:
+        raise CheckpointError(f"no intact checkpoint in {ckpt.directory} (tried steps {steps}); stopping.")
+    return None, None
 
 
 def _resume(

@@ -8,7 +8,9 @@ import numpy as np
 import optax
 import pytest
 
-from paramlab.train.checkpoint import Checkpointer, CheckpointError, config_differences
+from paramlab.train.checkpoint import Checkpointer, CheckpointError, CorruptCheckpoint, config_differences
+from paramlab.train.loop import LoopConfig, fit
+from paramlab.train.metrics import read_metrics
 from paramlab.train.sharding import make_mesh, tree_shardings
 from paramlab.train.state import TrainingDiverged, create_train_state
 from paramlab.train.step import make_train_step
@@ -111,6 +113,44 @@ def test_corrupt_checkpoint_is_an_error_naming_it(toy, tmp_path, victim):
         assert ckpt.latest_step() == 3
         with pytest.raises(CheckpointError, match=r"ckpt/3"):
             ckpt.restore(3, _abstract(state), config=CONFIG)
+
+
+def test_flipped_values_fail_their_checksums(toy, tmp_path):
+    """A checkpoint whose arrays no longer hash to what was saved is corrupt, named with the arrays."""
+    state = _trained_state(toy)
+    with Checkpointer(tmp_path / "ckpt") as ckpt:
+        ckpt.save(state, data_state=None, config=CONFIG)
+        ckpt.wait()
+    metadata = tmp_path / "ckpt" / "3" / "checksums" / "metadata"
+    saved = json.loads(metadata.read_text())
+    path = sorted(k for k in saved if k.startswith("params"))[0]
+    saved[path][1] ^= 1 << 7  # as if one bit of that array had flipped on disk
+    metadata.write_text(json.dumps(saved))
+    with Checkpointer(tmp_path / "ckpt") as ckpt:
+        with pytest.raises(CorruptCheckpoint, match=rf"ckpt/3 fails its checksums: 1 arrays .*\({path}\)"):
+            ckpt.restore(3, _abstract(state), config=CONFIG)
+
+
+def test_fit_falls_back_to_the_newest_intact_checkpoint(toy, tmp_path):
+    from tests.train.test_loop import LOOP, _no_timing, _task
+
+    log = []
+    reference = fit(_task(toy), LoopConfig(**LOOP), tmp_path / "ref", log=log.append)
+    fit(_task(toy), LoopConfig(**LOOP), tmp_path / "run", log=log.append)
+    for f in (tmp_path / "run" / "checkpoints" / "12" / "state").rglob("*"):
+        if f.is_file():
+            f.write_bytes(b"garbage")
+    log.clear()
+    resumed = fit(_task(toy), LoopConfig(**LOOP), tmp_path / "run", log=log.append)
+    assert resumed.resumed_from == 8 and "checkpoints/12 is unreadable" in log[0]
+    assert (tmp_path / "run" / "checkpoints" / "12.corrupt").is_dir()
+    assert _no_timing(read_metrics(resumed.metrics_path)) == _no_timing(read_metrics(reference.metrics_path))
+    for step in Checkpointer(tmp_path / "run" / "checkpoints").all_steps():
+        for f in (tmp_path / "run" / "checkpoints" / str(step) / "state").rglob("*"):
+            if f.is_file():
+                f.write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="no intact checkpoint"):
+        fit(_task(toy), LoopConfig(**LOOP), tmp_path / "run", log=lambda _: None)
 
 
 def test_non_finite_state_is_never_saved(toy, tmp_path):

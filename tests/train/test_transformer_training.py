@@ -9,6 +9,7 @@ import pytest
 
 from experiments.configs import tiny
 from experiments.train import build
+from paramlab.optim import OPTIMIZERS
 from paramlab.train import create_train_state, fit, make_train_step, read_metrics
 
 
@@ -34,7 +35,7 @@ def test_transformer_data_parallel_fsdp_and_bf16(tmp_path):
     np.testing.assert_allclose(bf16, one, rtol=2e-2)
 
 
-@pytest.mark.parametrize("name", ["adam", "adamw", "adam_atan2", "factored", "adafactor", "sgd"])
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
 @pytest.mark.parametrize("parametrization", ["mup", "sp"])
 def test_every_configured_optimizer_builds_and_traces(name, parametrization):
     config = tiny.get_config()
