@@ -113,7 +113,8 @@ def run(
     """Define ``--config`` and the ``path_flags`` (name -> help), parse, and call ``main``.
 
     ``main(config, paths)`` receives the loaded config and ``{flag: value}`` of the path flags
-    (``""`` when not given). A ``ValueError`` it raises is a usage error (one line, exit 2).
+    (``""`` when not given). ``--out`` must be a writable directory (created if missing). A
+    ``ValueError`` or ``OSError`` from ``main`` is one line on stderr and exit 2.
     """
     try:  # with a default file, ml_collections reads it and the overrides' types right here
         config_flag = config_flags.DEFINE_config_file(
@@ -131,9 +132,13 @@ def run(
         if missing:
             fail(program, f"{', '.join(missing)} is required")
         config = _load(program, config_flag)
+        from paramlab.train.workdir import check_writable
+
         try:
+            if paths.get("out"):
+                check_writable(paths["out"], "--out")
             main(config, paths)
-        except ValueError as e:
+        except (ValueError, OSError) as e:
             fail(program, e)
 
     app.run(start, flags_parser=lambda argv: _parse(program, argv, default_config))

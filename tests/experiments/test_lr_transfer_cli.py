@@ -164,3 +164,10 @@ def test_summary_flags_grid_edges_single_widths_and_writes_strict_json(tmp_path)
     assert summary["at_grid_edge"] == ["sp width 64"]
     assert {r["parametrization"]: r["at_grid_edge"] for r in summary["optimal"]} == {"mup": False, "sp": True}
     assert summary["shift_grid_steps"] == {"mup": None, "sp": None}
+
+
+def test_out_that_is_a_file_is_one_line_exit_2(tmp_path):
+    (tmp_path / "file").write_text("x")
+    proc = _run(f"--out={tmp_path / 'file'}", timeout=60)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2 and len(lines) == 1 and "--out" in lines[0] and "is not writable" in lines[0]

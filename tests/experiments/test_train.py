@@ -141,3 +141,40 @@ def test_sigkill_then_restart_equals_uninterrupted_run(tmp_path):
     assert f"resuming from checkpoint {killed / 'checkpoints' / str(STEPS - 10)}" in corrupt.stdout
     assert (killed / "checkpoints" / f"{STEPS}.corrupt").is_dir()
     assert _records(killed) == [r for r in _records(straight) if r["step"] <= STEPS]
+
+
+BAD_COMMAND_LINES = [
+    (["--config.model.no_such_key=1"], "unknown config key 'model.no_such_key'"),
+    (["--config.model.d_modle=64"], "did you mean 'model.d_model'?"),
+    (["--config.train.steps=abc"], "--config.train.steps=abc"),
+    (["--config.model.norm=batch"], "config.model: norm must be one of"),
+    (["--config.parametrization.name=xp"], "config.parametrization"),
+    (["--config.parametrization.base_d_model=12"], "base_d_model=12"),
+    (["--config.data.path=/no/such/corpus"], "config.data: data path '/no/such/corpus' does not exist"),
+    (["--config.train.microbatches=3"], "train.microbatches=3"),
+    (["--no_such_flag=1"], "no_such_flag"),
+    (["--config.sharding.fsdp=3"], "3 does not divide the 1 available devices"),
+]
+
+
+def test_bad_command_lines_are_one_line_errors_with_exit_2(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    cases = [(_command(tmp_path / "w", *overrides), expected) for overrides, expected in BAD_COMMAND_LINES]
+    cases.append((_command(blocker / "sub"), "is not writable"))
+    (tmp_path / "m" / "metrics.jsonl").mkdir(parents=True)
+    cases.append((_command(tmp_path / "m"), "Is a directory"))
+    cases.append((_command(tmp_path / "w", config="experiments/configs/nope.py"), "does not exist"))
+    cases.append(([sys.executable, "-m", "experiments.train", f"--config={TINY}"], "--workdir is required"))
+    procs = [
+        (subprocess.Popen(cmd, cwd=ROOT, env=_env(), stderr=subprocess.PIPE, text=True), cmd, expected)
+        for cmd, expected in cases
+    ]
+    for proc, cmd, expected in procs:
+        stderr = proc.communicate(timeout=120)[1]
+        lines = stderr.strip().splitlines()
+        assert proc.returncode == 2, (cmd, stderr[-2000:])
+        assert len(lines) == 1 and "Traceback" not in stderr, (cmd, stderr)
+        assert expected in lines[0], (cmd, lines[0])
+        assert lines[0].startswith("experiments.train: error: ")
+    assert not (tmp_path / "w" / "checkpoints").exists()
