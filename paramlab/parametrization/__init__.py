@@ -17,6 +17,7 @@ plan's per-leaf factors. Usage::
 """
 
 from paramlab.parametrization.build import make_plan, model_shapes
+from paramlab.parametrization.init_check import OwnInitWarning, check_own_init
 from paramlab.parametrization.plan import ParamScales, Plan
 from paramlab.parametrization.recipe import (
     ATTENTION_SCALES,
