@@ -31,3 +31,4 @@ from paramlab.diagnostics.setups import (
     linen_plan_setup,
     nnx_plan_setup,
 )
+from paramlab.diagnostics.spectral import top_singular_values
