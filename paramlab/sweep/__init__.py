@@ -15,6 +15,7 @@ from paramlab.sweep.vmapped import (
     evaluate_members,
     init_sweep,
     make_sweep_step,
+    member_sharding,
     product_members,
     run_sweep,
 )

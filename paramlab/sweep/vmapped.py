@@ -28,6 +28,7 @@ __all__ = [
     "evaluate_members",
     "init_sweep",
     "make_sweep_step",
+    "member_sharding",
     "product_members",
     "run_sweep",
 ]
@@ -98,7 +99,10 @@ def product_members(seeds: Sequence[int] = (0,), **hyperparameters: Sequence[flo
 
 
 def init_sweep(
-    init_params: Callable[[jax.Array], Any], optimizer_fn: OptimizerFn, members: Sequence[Mapping[str, Any]]
+    init_params: Callable[[jax.Array], Any],
+    optimizer_fn: OptimizerFn,
+    members: Sequence[Mapping[str, Any]],
+    member_devices: int = 1,
 ) -> SweepState:
     """Initialize every member: parameters from ``jax.random.key(seed)``, optimizer state with its
     hyperparameters (``optax.inject_hyperparams(optimizer_fn)``), all stacked along axis 0.
@@ -107,23 +111,42 @@ def init_sweep(
       init_params: ``rng -> params``, the stored initial parameters (plan-rescaled, if any).
       optimizer_fn: the optimizer factory; its keyword arguments named in the members are swept.
       members: dicts of hyperparameter values and an integer ``seed`` (see :func:`product_members`).
+      member_devices: shard the member axis over this many devices (it must divide the members);
+        every later step of the sweep follows that sharding.
     """
     names = _hyperparameter_names(optimizer_fn, members)
-    seeds = jnp.asarray([_seed(m) for m in members], jnp.uint32)
-    values = {n: jnp.asarray([float(m[n]) for m in members], jnp.float32) for n in names}
+    sharding = member_sharding(len(members), member_devices)
+    seeds = jax.device_put(jnp.asarray([_seed(m) for m in members], jnp.uint32), sharding)
+    values = {
+        n: jax.device_put(jnp.asarray([float(m[n]) for m in members], jnp.float32), sharding) for n in names
+    }
     injected = optax.inject_hyperparams(optimizer_fn)
 
     def init_member(seed, member_values):
         return create_train_state(init_params(jax.random.key(seed)), injected(**member_values))
 
-    train = jax.jit(jax.vmap(init_member))(seeds, values)
+    train = jax.jit(jax.vmap(init_member), out_shardings=sharding)(seeds, values)
     k = len(members)
     return SweepState(
         train=train,
-        diverged=jnp.zeros((k,), bool),
-        diverged_step=jnp.zeros((k,), jnp.int32),
+        diverged=jax.device_put(jnp.zeros((k,), bool), sharding),
+        diverged_step=jax.device_put(jnp.zeros((k,), jnp.int32), sharding),
         step=jnp.zeros((), jnp.int32),
     )
+
+
+def member_sharding(n_members: int, member_devices: int = 1) -> jax.sharding.Sharding:
+    """The sharding of a sweep's member axis over the first ``member_devices`` devices."""
+    available = jax.device_count()
+    if isinstance(member_devices, bool) or not isinstance(member_devices, int) or member_devices < 1:
+        raise ValueError(f"member_devices must be an integer >= 1, got {member_devices!r}.")
+    if member_devices > available or n_members % member_devices:
+        raise ValueError(
+            f"member_devices={member_devices} must divide the {n_members} members and be at most the "
+            f"{available} available devices."
+        )
+    mesh = jax.sharding.Mesh(np.asarray(jax.devices()[:member_devices]), ("members",))
+    return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("members"))
 
 
 def make_sweep_step(
@@ -198,6 +221,7 @@ def run_sweep(
     compute_dtype: Any = None,
     roles: Any = None,
     probe_fn: Callable[[Any, Any], Mapping[str, jax.Array]] | None = None,
+    member_devices: int = 1,
 ) -> SweepResult:
     """Train every member for ``steps`` steps as one compiled program: a :class:`SweepResult`.
 
@@ -218,11 +242,12 @@ def run_sweep(
         member after each compiled call (e.g. alignment exponents,
         :func:`paramlab.diagnostics.alignment_probe`); ``nan`` for diverged members. Its last values
         are added to the records.
+      member_devices: shard the members over this many devices (:func:`init_sweep`).
     """
     _check_lengths(steps, steps_per_call, final_window)
     timings = {"init_s": 0.0, "compile_s": 0.0, "train_s": 0.0, "eval_s": 0.0}
     t0 = time.perf_counter()
-    state = jax.block_until_ready(init_sweep(init_params, optimizer_fn, members))
+    state = jax.block_until_ready(init_sweep(init_params, optimizer_fn, members, member_devices))
     timings["init_s"] = time.perf_counter() - t0
     probe = None if probe_fn is None else _Probe(probe_fn, state)
     sweep_step = make_sweep_step(

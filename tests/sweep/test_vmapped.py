@@ -156,3 +156,20 @@ def test_alignment_probe_per_member():
     for name in names:
         np.testing.assert_allclose(result.probes[name][-1], 1.0, atol=1e-4)
         assert [r[name] for r in result.records] == pytest.approx([1.0, 1.0], abs=1e-4)
+
+
+def test_members_sharded_over_devices_equal_the_unsharded_sweep():
+    """The member axis over the 4 CPU devices of tests/conftest.py: the same results, members on 4 devices."""
+    batches = _batches(6)
+    members = product_members(seeds=(0, 1), learning_rate=(1e-3, 1e-2, 3e-2, 1e-1))
+    adam = lambda learning_rate: optax.adam(learning_rate)
+    run = lambda devices: run_sweep(
+        _init_params, _loss_fn, adam, members, iter(batches), 6, steps_per_call=3, member_devices=devices
+    )
+    one, four = run(1), run(4)
+    kernel = jax.tree.leaves(four.state.train.params)[0]
+    assert len(kernel.sharding.device_set) == 4 and kernel.sharding.shard_shape(kernel.shape)[0] == 2
+    np.testing.assert_allclose(four.history["loss"], one.history["loss"], rtol=1e-6)
+    assert [r["final_loss"] for r in four.records] == pytest.approx([r["final_loss"] for r in one.records])
+    with pytest.raises(ValueError, match="member_devices=3 must divide the 8 members"):
+        run(3)
