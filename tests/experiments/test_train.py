@@ -162,8 +162,6 @@ def test_bad_command_lines_are_one_line_errors_with_exit_2(tmp_path):
     blocker.write_text("x")
     cases = [(_command(tmp_path / "w", *overrides), expected) for overrides, expected in BAD_COMMAND_LINES]
     cases.append((_command(blocker / "sub"), "is not writable"))
-    (tmp_path / "m" / "metrics.jsonl").mkdir(parents=True)
-    cases.append((_command(tmp_path / "m"), "Is a directory"))
     cases.append((_command(tmp_path / "w", config="experiments/configs/nope.py"), "does not exist"))
     cases.append(([sys.executable, "-m", "experiments.train", f"--config={TINY}"], "--workdir is required"))
     procs = [

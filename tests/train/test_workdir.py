@@ -59,6 +59,13 @@ def test_fit_refuses_a_busy_workdir_and_an_unwritable_checkpoint_dir(toy, tmp_pa
     assert not (blocked / LOCK_NAME).exists()  # released on the error
 
 
+def test_a_metrics_path_that_is_a_directory_is_named(toy, tmp_path):
+    (tmp_path / "metrics.jsonl").mkdir()
+    with pytest.raises(OSError, match="metrics.jsonl"):
+        fit(_task(toy), LoopConfig(**LOOP), tmp_path, log=lambda _: None)
+    assert not (tmp_path / LOCK_NAME).exists()
+
+
 def test_a_fresh_start_sets_earlier_metrics_aside(toy, tmp_path):
     (tmp_path / "metrics.jsonl").write_text('{"step": 1, "loss": 9.0}\n')
     messages = []
