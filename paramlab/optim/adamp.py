@@ -12,6 +12,7 @@ by the learning rate: ``w <- w (1 - lr wd ratio) - lr p``.
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
 import jax
@@ -25,6 +26,7 @@ from paramlab.optim.common import (
     check_non_negative,
     is_absent,
     is_shared_scalar,
+    per_leaf_tree,
     resolve_per_leaf,
 )
 from paramlab.optim.fan_axes import FanAxes
@@ -90,8 +92,8 @@ def scale_by_adamp(
             numerator,
             nu,
             params,
-            _per_leaf(eps, params),
-            _per_leaf(weight_decay, params),
+            per_leaf_tree(eps, params),
+            per_leaf_tree(weight_decay, params),
             _channel_axes(fan_axes, params),
             is_leaf=is_absent,
         )
@@ -135,7 +137,7 @@ def _project(step, g, w, axes, eps, delta, wd_ratio) -> tuple[jax.Array, jax.Arr
     order = (*axes, *(i for i in range(w.ndim) if i not in axes))
     inverse = tuple(order.index(i) for i in range(w.ndim))
     moved_shape = tuple(w.shape[i] for i in order)
-    n_channels = _size(w, axes)
+    n_channels = math.prod(w.shape[a] for a in axes)
     channels = (
         lambda x: jnp.transpose(x, order).reshape(n_channels, -1),
         lambda r: jnp.transpose(r.reshape(moved_shape), inverse),
@@ -153,20 +155,6 @@ def _project(step, g, w, axes, eps, delta, wd_ratio) -> tuple[jax.Array, jax.Arr
         result = jnp.where(invariant, projected, result)
         ratio = jnp.where(invariant, jnp.asarray(wd_ratio, step.dtype), ratio)
     return result, ratio
-
-
-def _size(x: jax.Array, axes: tuple[int, ...]) -> int:
-    """The number of channels: the product of ``x``'s sizes along ``axes``."""
-    n = 1
-    for a in axes:
-        n *= x.shape[a]
-    return n
-
-
-def _per_leaf(value: Any, params: Any) -> Any:
-    if is_shared_scalar(value):
-        return jax.tree.map(lambda _: value, params, is_leaf=is_absent)
-    return resolve_per_leaf(value, params)
 
 
 def _channel_axes(fan_axes: Any, params: Any) -> Any:

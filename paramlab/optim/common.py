@@ -31,6 +31,7 @@ __all__ = [
     "is_absent",
     "is_shared_scalar",
     "path_str",
+    "per_leaf_tree",
     "resolve_per_leaf",
     "sort_key",
     "strict_json",
@@ -82,7 +83,7 @@ def check_learning_rate(value: Any, name: str = "learning_rate") -> None:
 
 
 def check_updates_match(updates: Any, params: Any) -> None:
-    """Require gradients with the parameters' paths, shapes and a floating dtype, naming the leaf.
+    """Require updates with the parameters' paths and shapes, naming the leaf that differs.
 
     A trace-time check (shapes are static), so it costs nothing inside ``jit``.
     """
@@ -129,6 +130,14 @@ def is_shared_scalar(value: Any) -> bool:
 def resolve_per_leaf(value: Any, like: Any) -> Any:
     """A per-leaf argument given as a tree or as ``params -> tree`` (optax's ``mask`` idiom)."""
     return value(like) if callable(value) else value
+
+
+def per_leaf_tree(value: Any, like: Any) -> Any:
+    """A per-leaf argument as a tree shaped like ``like``: a shared scalar is broadcast, a
+    ``params -> tree`` function is called on ``like``, a tree is returned unchanged."""
+    if is_shared_scalar(value):
+        return jax.tree.map(lambda _: value, like)
+    return resolve_per_leaf(value, like)
 
 
 def path_str(keypath: Sequence[Any]) -> str:

@@ -201,11 +201,8 @@ def scale_by_factored_moments(
     """
     static = _static_choices(
         decay_rate, decay_schedule, step_offset, eps1, eps2, b1, clipping_threshold, output,
-        min_dim_size_to_factor,
+        min_dim_size_to_factor, multiply_by_parameter_scale, relative_step,
     )  # fmt: skip
-    static = dataclasses.replace(
-        static, param_scale=bool(multiply_by_parameter_scale), relative_step=bool(relative_step)
-    )
     mu_dtype = None if mu_dtype is None else jnp.dtype(mu_dtype)
 
     def init_fn(params):
@@ -268,6 +265,8 @@ def _static_choices(
     clipping_threshold: Any,
     output: str,
     min_dim_size_to_factor: Any,
+    multiply_by_parameter_scale: bool,
+    relative_step: bool,
 ) -> _Static:
     """Validate the hyperparameters (traced values pass) and fix the program's static choices."""
     check_choice(decay_schedule, _SCHEDULES, "decay_schedule")
@@ -289,8 +288,8 @@ def _static_choices(
         momentum=b1 is not None,
         constant_decay=decay_schedule == "constant",
         clip=clipping_threshold is not None,
-        param_scale=False,
-        relative_step=False,
+        param_scale=bool(multiply_by_parameter_scale),
+        relative_step=bool(relative_step),
     )
 
 

@@ -37,7 +37,7 @@ from paramlab.optim.common import (
     check_scalar_tree,
     is_absent,
     is_shared_scalar,
-    resolve_per_leaf,
+    per_leaf_tree,
 )
 
 __all__ = [
@@ -89,14 +89,14 @@ def scale_by_tree(multipliers: Any) -> optax.GradientTransformation:
 
     def init_fn(params):
         check_scalar_tree(
-            _hide_masked(_as_tree(multipliers, params), params), params, "multipliers", non_negative=True
+            _hide_masked(per_leaf_tree(multipliers, params), params), params, "multipliers", non_negative=True
         )
         return optax.EmptyState()
 
     def update_fn(updates, state, params=None):
         del params
         scaled = _scalar_tree_map(
-            lambda s, u: (s * u).astype(u.dtype), _as_tree(multipliers, updates), updates
+            lambda s, u: (s * u).astype(u.dtype), per_leaf_tree(multipliers, updates), updates
         )
         return scaled, state
 
@@ -142,7 +142,9 @@ def scale_by_adam_per_param_eps(
     def init_fn(params):
         check_float_params(params)
         if not is_shared_scalar(eps):
-            check_scalar_tree(_hide_masked(_as_tree(eps, params), params), params, "eps", non_negative=True)
+            check_scalar_tree(
+                _hide_masked(per_leaf_tree(eps, params), params), params, "eps", non_negative=True
+            )
         mu = optax.tree.zeros_like(params, dtype=mu_dtype)
         nu = optax.tree.zeros_like(params)
         return ScaleByAdamPerParamEpsState(count=jnp.zeros([], jnp.int32), mu=mu, nu=nu)
@@ -154,7 +156,7 @@ def scale_by_adam_per_param_eps(
         count = optax.safe_increment(state.count)
         mu_hat = optax.tree.bias_correction(mu, b1, count)
         nu_hat = optax.tree.bias_correction(nu, b2, count)
-        eps_tree = _as_tree(eps, updates)
+        eps_tree = per_leaf_tree(eps, updates)
         new_updates = _scalar_tree_map(
             lambda e, m, v: (m / (jnp.sqrt(v + eps_root) + e)).astype(m.dtype),
             eps_tree,
@@ -219,23 +221,17 @@ def _weight_decay(rates: Any, sign: float, name: str) -> optax.GradientTransform
     def update_fn(updates, state, params=None):
         if params is None:
             raise ValueError(f"{name} needs params: pass params to update().")
-        rate_tree = _as_tree(rates, updates)
+        rate_tree = per_leaf_tree(rates, updates)
         new = _scalar_tree_map(lambda r, u, p: (u + sign * r * p).astype(u.dtype), rate_tree, updates, params)
         return new, state
 
     return optax.GradientTransformation(init_fn, update_fn)
 
 
-def _as_tree(value: Any, like: Any) -> Any:
-    """Broadcast a shared scalar to a tree shaped like ``like``; call ``params -> tree`` functions on
-    ``like``; return trees unchanged."""
-    if is_shared_scalar(value):
-        return jax.tree.map(lambda _: value, like)
-    return resolve_per_leaf(value, like)
-
-
 def _check_rates(rates: Any, params: Any) -> None:
     if is_shared_scalar(rates):
         check_non_negative(rates, "rates")
     else:
-        check_scalar_tree(_hide_masked(_as_tree(rates, params), params), params, "rates", non_negative=True)
+        check_scalar_tree(
+            _hide_masked(per_leaf_tree(rates, params), params), params, "rates", non_negative=True
+        )

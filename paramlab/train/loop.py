@@ -156,7 +156,7 @@ def fit(
     compared on resume, except the dotted key prefixes in ``resume_mutable``; ``log`` takes the
     one-line status messages. Raises :class:`~paramlab.train.state.TrainingDiverged` (naming the step)
     on a non-finite loss or gradient norm, and :class:`~paramlab.train.checkpoint.CheckpointError`
-    when the newest checkpoint is unreadable or another config wrote it.
+    when no checkpoint is intact (corrupt ones are moved aside) or another config wrote it.
     """
     workdir = os.fspath(workdir)
     check_writable(workdir, "workdir")
@@ -167,37 +167,16 @@ def fit(
     }
     run_config = dict(run_config or {})
     mesh = make_mesh(config.mesh_data, config.mesh_fsdp)
-
-    def init_state(rng):
-        return create_train_state(task.init_params(rng), task.optimizer)
-
-    rng = jax.random.key(config.seed)
-    abstract = jax.eval_shape(init_state, rng)
-    state_sharding = tree_shardings(mesh, abstract)
-    abstract = jax.tree.map(
-        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract, state_sharding
-    )
-    with WorkdirLock(workdir, log):
-        check_writable(paths["checkpoint_dir"], "checkpoint directory")  # before the first step
-        return _fit_locked(task, config, paths, init_state, rng, abstract, state_sharding, mesh, run_config,
-                           resume_mutable, log)  # fmt: skip
-
-
-def _fit_locked(task, config, paths, init_state, rng, abstract, state_sharding, mesh, run_config,
-                resume_mutable, log) -> FitResult:  # fmt: skip
-    """:func:`fit` once the work directory is held."""
     compute_dtype = None if config.compute_dtype == "float32" else jnp.dtype(config.compute_dtype)
+    check_writable(paths["checkpoint_dir"], "checkpoint directory")  # before the first step
     with (
+        WorkdirLock(workdir, log),
         Checkpointer(paths["checkpoint_dir"], max_to_keep=config.max_to_keep) as ckpt,
         _StopOnSigterm() as stop,
     ):
-        start, state = _resume_newest_intact(ckpt, abstract, task, run_config, resume_mutable, log)
-        if start is None:
-            set_aside([paths["metrics_path"], paths["plot_path"]], log)
-            state = jax.jit(init_state, out_shardings=state_sharding)(rng)
-            log(f"starting from scratch (no checkpoint in {paths['checkpoint_dir']})")
-        else:
-            log(f"resuming from checkpoint {ckpt.step_directory(start)} (step {start})")
+        start, state, state_sharding = _initial_state(
+            task, config, mesh, ckpt, paths, run_config, resume_mutable, log
+        )
         writer = metrics_lib.MetricsWriter(paths["metrics_path"], resume_step=start)
         step_fn = jit_train_step(
             _train_step(task, config, compute_dtype), state_sharding, batch_sharding(mesh)
@@ -208,13 +187,40 @@ def _fit_locked(task, config, paths, init_state, rng, abstract, state_sharding, 
         if eval_loss is None and status == "completed" and task.eval_batches is not None:
             eval_loss = run.evaluate(state)  # already complete on entry: report, do not log again
     records = metrics_lib.read_metrics(paths["metrics_path"])
-    metrics_lib.plot_loss_curve(
-        records,
-        paths["plot_path"],
-        reference=task.reference_loss,
-        title=os.path.dirname(paths["checkpoint_dir"]),
-    )
+    metrics_lib.plot_loss_curve(records, paths["plot_path"], reference=task.reference_loss, title=workdir)
     return FitResult(status=status, step=last, resumed_from=start, eval_loss=eval_loss, **paths)
+
+
+def _initial_state(
+    task: Task,
+    config: LoopConfig,
+    mesh: Any,
+    ckpt: Checkpointer,
+    paths: Mapping[str, str],
+    run_config: Mapping,
+    resume_mutable: Iterable[str],
+    log: Callable[[str], None],
+) -> tuple[int | None, TrainState, Any]:
+    """``(resumed step or None, state, state shardings)``: the newest intact checkpoint, else a fresh
+    init (setting earlier metrics and plots aside)."""
+
+    def init_state(rng):
+        return create_train_state(task.init_params(rng), task.optimizer)
+
+    rng = jax.random.key(config.seed)
+    abstract = jax.eval_shape(init_state, rng)
+    state_sharding = tree_shardings(mesh, abstract)
+    abstract = jax.tree.map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract, state_sharding
+    )
+    start, state = _resume_newest_intact(ckpt, abstract, task, run_config, resume_mutable, log)
+    if start is None:
+        set_aside([paths["metrics_path"], paths["plot_path"]], log)
+        state = jax.jit(init_state, out_shardings=state_sharding)(rng)
+        log(f"starting from scratch (no checkpoint in {paths['checkpoint_dir']})")
+    else:
+        log(f"resuming from checkpoint {ckpt.step_directory(start)} (step {start})")
+    return start, state, state_sharding
 
 
 def _train_step(task: Task, config: LoopConfig, compute_dtype: Any) -> Callable:
