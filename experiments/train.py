@@ -146,7 +146,11 @@ def build_model(config: ml_collections.ConfigDict) -> tuple[Transformer, Plan]:
                 + " and ".join(f"model.{k}=False" for k in zero)
             )
     with _section("parametrization"):
-        options = dict(alignment=cli.parse_alignment(p.alignment), lr_mode=p.lr_mode, eps_mode=p.eps_mode)
+        options = dict(
+            alignment=cli.parse_alignment(p.alignment, "parametrization.alignment"),
+            lr_mode=p.lr_mode,
+            eps_mode=p.eps_mode,
+        )
         options.update(weight_decay_mode=p.weight_decay_mode)
         parametrization = named_parametrization(p.name, config.optimizer.name, **options)
         scale = parametrization.resolved_attention_scale if m.attention_scale == "auto" else m.attention_scale

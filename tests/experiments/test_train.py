@@ -11,6 +11,10 @@ import subprocess
 import sys
 import time
 
+import pytest
+
+from experiments.configs import tiny
+from experiments.train import build
 from paramlab.data import load_corpus, unigram_entropy
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -176,3 +180,12 @@ def test_bad_command_lines_are_one_line_errors_with_exit_2(tmp_path):
         assert expected in lines[0], (cmd, lines[0])
         assert lines[0].startswith("experiments.train: error: ")
     assert not (tmp_path / "w" / "checkpoints").exists()
+
+
+def test_alignment_is_a_name_or_a_measured_number_naming_its_key():
+    config = tiny.get_config()
+    config.parametrization.alignment = "2.5"
+    with pytest.raises(ValueError, match=r"^config\.parametrization\.alignment: .*2\.5"):
+        build(config)
+    config.parametrization.alignment = "0.75"
+    assert build(config).plan.parametrization.alignment == 0.75
