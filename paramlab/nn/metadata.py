@@ -42,14 +42,15 @@ class FanAxesBox(struct.PyTreeNode, meta.AxisMetadata):
         return self.replace(value=val)
 
     def add_axis(self, index: int, params: dict[Any, Any]) -> FanAxesBox:
-        shift = lambda axes: tuple(a + 1 if a >= index else a for a in axes)
-        return self.replace(fan_axes=FanAxes(shift(self.fan_axes.fan_in), shift(self.fan_axes.fan_out)))
+        """``nn.scan`` / ``nn.vmap`` stack the parameter: the new axis is a stacked axis."""
+        return self.replace(fan_axes=self.fan_axes.shifted(index))
 
     def remove_axis(self, index: int, params: dict[Any, Any]) -> FanAxesBox:
-        if index in self.fan_axes.fan_in or index in self.fan_axes.fan_out:
-            raise ValueError(f"cannot remove fan axis {index} from a parameter boxed with {self.fan_axes}.")
-        shift = lambda axes: tuple(a - 1 if a > index else a for a in axes)
-        return self.replace(fan_axes=FanAxes(shift(self.fan_axes.fan_in), shift(self.fan_axes.fan_out)))
+        axes = self.fan_axes
+        if index not in axes.stacked:
+            raise ValueError(f"cannot remove axis {index} (not stacked) from a parameter boxed with {axes}.")
+        shift = lambda group: tuple(a - 1 if a > index else a for a in group if a != index)
+        return self.replace(fan_axes=FanAxes(shift(axes.fan_in), shift(axes.fan_out), shift(axes.stacked)))
 
 
 def with_fan_axes(init_fn: Any, fan_in: Sequence[int], fan_out: Sequence[int]) -> Any:

@@ -9,6 +9,10 @@ undeclared ones: a vector ``(d,)`` (bias, norm gain) has no fan-in and fan-out `
 follows Flax's ``Dense`` kernel ``(in, out)`` and ``Embed`` table ``(vocab, d_model)`` layouts, fan-in
 ``(0,)`` and fan-out ``(1,)``; a scalar has neither. Tensors of rank >= 3 must be declared: guessing
 would silently mis-scale attention kernels.
+
+*Stacked* axes are batch axes that index copies of one layer: the layer axis ``nn.scan`` adds to a
+scanned block's parameters (or ``nn.vmap``'s ensemble axis). They are never fan axes and never widths;
+a stacked axis whose size changes between two models is a depth (``docs/reference.md`` §7).
 """
 
 from __future__ import annotations
@@ -30,23 +34,26 @@ class FanAxes:
       fan_in: axes contracted with the layer's input (e.g. ``(0,)`` for a Dense kernel ``(in, out)``,
         ``(0, 1)`` for an attention output kernel ``(heads, head_dim, d_model)``).
       fan_out: axes indexing the layer's output.
+      stacked: axes indexing stacked copies of the layer (module docstring), e.g. ``(0,)`` for a
+        kernel of ``nn.scan``-ned blocks ``(layers, in, out)``.
     """
 
     fan_in: tuple[int, ...] = ()
     fan_out: tuple[int, ...] = ()
+    stacked: tuple[int, ...] = ()
 
     def __post_init__(self):
-        object.__setattr__(self, "fan_in", tuple(int(a) for a in self.fan_in))
-        object.__setattr__(self, "fan_out", tuple(int(a) for a in self.fan_out))
-        overlap = set(self.fan_in) & set(self.fan_out)
-        if overlap:
-            raise ValueError(f"FanAxes: axes {sorted(overlap)} are both fan-in and fan-out.")
+        for group in ("fan_in", "fan_out", "stacked"):
+            object.__setattr__(self, group, tuple(int(a) for a in getattr(self, group)))
+        groups = (self.fan_in, self.fan_out, self.stacked)
+        if len({a for g in groups for a in g}) != sum(len(g) for g in groups):
+            raise ValueError(f"FanAxes: an axis is in more than one group: {self}.")
 
     def validate(self, shape: Sequence[int], path: str = "") -> FanAxes:
         """Return a copy with non-negative axes, raising ``ValueError`` if any is out of range."""
         ndim = len(shape)
         norm = []
-        for group in (self.fan_in, self.fan_out):
+        for group in (self.fan_in, self.fan_out, self.stacked):
             out = []
             for axis in group:
                 if not -ndim <= axis < ndim:
@@ -56,16 +63,22 @@ class FanAxes:
                     )
                 out.append(axis % ndim)
             norm.append(tuple(out))
-        if len(set(norm[0]) | set(norm[1])) != len(norm[0]) + len(norm[1]):
+        if len({a for g in norm for a in g}) != sum(len(g) for g in norm):
             raise ValueError(f"fan axes of {path or '<param>'} overlap: {norm}.")
         return FanAxes(*norm)
 
+    def shifted(self, index: int) -> FanAxes:
+        """The axes after a new stacked axis is inserted at ``index`` (which joins ``stacked``)."""
+        shift = lambda axes: tuple(a + 1 if a >= index else a for a in axes)
+        return FanAxes(shift(self.fan_in), shift(self.fan_out), (index, *shift(self.stacked)))
+
     def to_json(self) -> dict[str, list[int]]:
-        return {"fan_in": list(self.fan_in), "fan_out": list(self.fan_out)}
+        data = {"fan_in": list(self.fan_in), "fan_out": list(self.fan_out)}
+        return {**data, "stacked": list(self.stacked)} if self.stacked else data
 
     @classmethod
     def from_json(cls, data: dict[str, Sequence[int]]) -> FanAxes:
-        return cls(tuple(data["fan_in"]), tuple(data["fan_out"]))
+        return cls(tuple(data["fan_in"]), tuple(data["fan_out"]), tuple(data.get("stacked", ())))
 
 
 def default_fan_axes(shape: Sequence[int], path: str = "") -> FanAxes:

@@ -1,9 +1,10 @@
 """paramlab.parametrization: SP / NTK / muP / MFP for SGD, Adam and Adafactor, applied per parameter.
 
-``tables`` (exponents, derived from closed forms), ``spec`` (which axes are widths, and each
-parameter's role), ``recipe`` (:class:`Parametrization`: the model-independent choice), ``plan``
-(per-parameter init, forward multiplier, LR, epsilon and weight-decay factors), ``build`` (a plan
-from a Linen or NNX model factory). The optimizers themselves are :mod:`paramlab.optim`'s, fed the
+``tables`` (width and depth exponents, derived from closed forms), ``spec`` (which axes are widths,
+each parameter's role) and ``blocks`` (residual blocks and the depth ratio), ``recipe``
+(:class:`Parametrization`: the model-independent choice), ``scales`` (per-parameter init, forward
+multiplier, LR, epsilon and weight-decay factors), ``plan`` (applying them), ``build`` (a plan from
+a Linen or NNX model factory). The optimizers themselves are :mod:`paramlab.optim`'s, fed the
 plan's per-leaf factors. Usage::
 
     make_model = lambda width: MLP(MLPConfig(in_dim=8, width=width, out_dim=4))
@@ -21,6 +22,7 @@ from paramlab.parametrization.init_check import OwnInitWarning, check_own_init
 from paramlab.parametrization.plan import ParamScales, Plan
 from paramlab.parametrization.recipe import (
     ATTENTION_SCALES,
+    DEPTH_RULES,
     EPS_MODES,
     LR_MODES,
     RECIPES,
@@ -33,10 +35,12 @@ from paramlab.parametrization.tables import (
     FAMILIES,
     PARAMETRIZATIONS,
     ROLES,
+    DepthExponents,
     Exponent,
     RoleExponents,
     abc,
     alignment_exponents,
+    depth_exponents,
     grad_exponents,
     lr_exponents,
     role_exponents,

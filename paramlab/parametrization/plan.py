@@ -1,20 +1,17 @@
 """A parametrization applied to a model: per-parameter init, forward multiplier, LR, epsilon, decay.
 
 :class:`Plan` joins a :class:`~paramlab.parametrization.Parametrization` with a model's specs
-(:func:`~paramlab.parametrization.infer_spec`) and computes every parameter's factors
-(``docs/reference.md`` §7: multiplier ``M f_a``, init ``S mu_in^(1/2) f_b``, LR ``G f_c``, epsilon
-``f_g``, weight decay ``W / f_c`` or ``W``). At the base width every factor is exactly 1.0, so any
-parametrization reproduces the base model bit for bit. The plan applies its factors (init, forward,
+(:func:`~paramlab.parametrization.infer_spec`); :mod:`.scales` computes every parameter's factors.
+At the base width and depth every factor is exactly 1.0, so any parametrization reproduces the base
+model bit for bit. The plan applies its factors (init, forward,
 per-leaf trees); the optimizers are :mod:`paramlab.optim`'s, fed those trees.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import fnmatch
 import functools
 import json
-import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -24,25 +21,15 @@ from flax.core import FrozenDict
 
 from paramlab import optim
 from paramlab.optim.common import flatten_with_paths, is_absent, path_str
-from paramlab.parametrization.recipe import CONSTANT_FIELDS, CONSTANT_KEYS, Parametrization
+from paramlab.parametrization.recipe import Parametrization
+from paramlab.parametrization.scales import ParamScales, compute_scales
 from paramlab.parametrization.spec import FIXED, ParamSpec
-from paramlab.parametrization.tables import Exponent
+from paramlab.parametrization.tables import Exponent, depth_factor
 
 __all__ = ["ParamScales", "Plan"]
 
-_JSON_VERSION = 2
-_READABLE_VERSIONS = (1, 2)
-
-
-@dataclasses.dataclass(frozen=True)
-class ParamScales:
-    """The plan's scalars for one parameter (see the module docstring)."""
-
-    multiplier: float
-    init: float
-    lr: float
-    eps: float
-    weight_decay: float
+_JSON_VERSION = 3
+_READABLE_VERSIONS = (1, 2, 3)
 
 
 @dataclasses.dataclass(frozen=True, repr=False)
@@ -73,7 +60,7 @@ class Plan:
                 f"Plan: parametrization must be a Parametrization, got {self.parametrization!r}."
             )
         object.__setattr__(self, "specs", specs)
-        object.__setattr__(self, "scales", _compute_scales(specs, self.parametrization))
+        object.__setattr__(self, "scales", compute_scales(specs, self.parametrization))
 
     def __repr__(self) -> str:
         p = self.parametrization
@@ -97,7 +84,7 @@ class Plan:
 
     def fan_axes(self, like: Any) -> Any:
         """A tree of :class:`~paramlab.optim.FanAxes` shaped like ``like`` (from the specs)."""
-        axes = lambda path, leaf: optim.FanAxes(self.specs[path].fan_in, self.specs[path].fan_out)
+        axes = lambda path, leaf: self.specs[path].fan_axes
         return self._map(like, self._shape_checked(axes))
 
     def roles(self, like: Any) -> Any:
@@ -146,6 +133,27 @@ class Plan:
         table_scale = (ex["embedding"].multiplier + ex["embedding"].init).total
         constant = self.parametrization.multipliers.get("readout", 1.0)
         return constant * Exponent(0.0, readout_scale - table_scale).factor(1.0, spec.fan_out_mult)
+
+    def depth_mult(self, block: str | None = None) -> float:
+        """``r_L = L / L0`` of the residual blocks (of group ``block`` if the model has several)."""
+        ratios = {s.block: s.depth_mult for s in self.specs.values() if s.block is not None}
+        if block is not None:
+            if block not in ratios:
+                raise ValueError(
+                    f"depth_mult: no residual block group {block!r}; the plan has {sorted(ratios)}."
+                )
+            return ratios[block]
+        if len(set(ratios.values())) > 1:
+            raise ValueError(f"the plan's block groups have different depth ratios {ratios}; name one.")
+        return next(iter(ratios.values()), 1.0)
+
+    def branch_multiplier(self, block: str | None = None) -> float:
+        """The residual branch multiplier ``m_L = r_L^(-alpha)`` the model applies (``h += m_L f(h)``).
+
+        Exactly 1.0 at the base depth and for ``depth_rule="none"``; read it when building the
+        model, e.g. ``TransformerConfig(branch_multiplier=plan.branch_multiplier())``.
+        """
+        return depth_factor(self.depth_mult(block), self.parametrization.depth_exponents().branch)
 
     @property
     def attention_scale(self) -> str:
@@ -324,55 +332,3 @@ class Plan:
 
 def _scale(x: Any, factor: float) -> Any:
     return x if factor == 1.0 else (x * factor).astype(x.dtype)
-
-
-def _constant(constants: Mapping[str, float], spec: ParamSpec, patterns: list[str]) -> float:
-    hits = [pattern for pattern in patterns if fnmatch.fnmatchcase(spec.path, pattern)]
-    if len(hits) > 1:
-        raise ValueError(f"parameter {spec.path} matches several constant patterns: {hits}.")
-    if hits:
-        return constants[hits[0]]
-    if spec.is_vector and "vector" in constants:
-        return constants["vector"]
-    return constants.get(spec.role, 1.0)
-
-
-def _compute_scales(specs: dict[str, ParamSpec], p: Parametrization) -> dict[str, ParamScales]:
-    exps = p.exponents()
-    patterns = {}
-    for field in CONSTANT_FIELDS:
-        constants = getattr(p, field)
-        pats = [k for k in constants if k not in CONSTANT_KEYS]
-        for pattern in pats:
-            if not any(fnmatch.fnmatchcase(path, pattern) for path in specs):
-                raise ValueError(f"Parametrization.{field}: pattern {pattern!r} matches no parameter.")
-        patterns[field] = pats
-    lr_width = {path: exps[s.role].lr.factor(s.fan_in_mult, s.fan_out_mult) for path, s in specs.items()}
-    if p.lr_mode == "global":
-        lr_width = dict.fromkeys(specs, _global_lr(specs, lr_width, p.global_lr_exponent))
-    scales = {}
-    for path, s in specs.items():
-        ex = exps[s.role]
-        const = {field: _constant(getattr(p, field), s, patterns[field]) for field in CONSTANT_FIELDS}
-        mu_in, mu_out = s.fan_in_mult, s.fan_out_mult
-        # the own init's std is ~ mu_in^(-1/2): undo it, then apply the parametrization's n^(-b)
-        own_init_correction = math.sqrt(mu_in)
-        init = const["init_scales"] * own_init_correction * ex.init.factor(mu_in, mu_out)
-        if p.zero_init_readout and s.role == "readout":
-            init = 0.0
-        coupled = p.weight_decay_mode == "lr_coupled"
-        scales[path] = ParamScales(
-            multiplier=const["multipliers"] * ex.multiplier.factor(mu_in, mu_out),
-            init=init,
-            lr=const["learning_rates"] * lr_width[path],
-            eps=ex.grad.factor(mu_in, mu_out) if p.eps_mode == "per_layer" else 1.0,
-            weight_decay=const["weight_decays"] / lr_width[path] if coupled else const["weight_decays"],
-        )
-    return scales
-
-
-def _global_lr(specs: dict[str, ParamSpec], lr_width: dict[str, float], exponent: float | str) -> float:
-    if exponent == "stable":
-        return min(lr_width.values())
-    mu_max = max(max(s.fan_in_mult, s.fan_out_mult) for s in specs.values())
-    return Exponent(float(exponent), 0.0).factor(mu_max, 1.0)

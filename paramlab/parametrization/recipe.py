@@ -21,16 +21,21 @@ from paramlab.optim import OPTIMIZERS, WEIGHT_DECAY_MODES, family_of
 from paramlab.optim.common import check_choice
 from paramlab.parametrization.spec import FIXED, SPEC_ROLES
 from paramlab.parametrization.tables import (
+    DEPTH_RULES,
     PARAMETRIZATIONS,
     SGD_READOUT,
+    DepthExponents,
     Exponent,
     RoleExponents,
     alignment_exponents,
+    depth_exponents,
+    resolve_depth_alpha,
     role_exponents,
 )
 
 __all__ = [
     "ATTENTION_SCALES",
+    "DEPTH_RULES",
     "CONSTANT_FIELDS",
     "CONSTANT_KEYS",
     "EPS_MODES",
@@ -80,6 +85,10 @@ class Parametrization:
       attention_scale: ``"sqrt"`` (``1/sqrt(d_head)``) or ``"linear"`` (``1/d_head``, muP's rule when
         ``d_head`` grows); ``None`` picks ``"linear"`` for muP / MFP and ``"sqrt"`` for SP / NTK. A
         model option, read it through :attr:`resolved_attention_scale`.
+      depth_rule: ``"none"`` (width rules only), ``"depth_mup"`` (branch ``r_L^(-1/2)``) or
+        ``"completep"`` (branch ``r_L^(-alpha)``): the depth factors of the parameters inside
+        residual blocks (``docs/reference.md`` §7, :func:`~.tables.depth_exponents`).
+      depth_alpha: CompleteP's ``alpha`` in [1/2, 1] (``None``: 1); the other rules fix it.
     """
 
     name: str
@@ -97,6 +106,8 @@ class Parametrization:
     zero_init_readout: bool = False
     zero_init_query: bool = False
     attention_scale: str | None = None
+    depth_rule: str = "none"
+    depth_alpha: float | None = None
 
     def __post_init__(self):
         for field, choices in (
@@ -106,6 +117,7 @@ class Parametrization:
             ("eps_mode", EPS_MODES),
             ("weight_decay_mode", WEIGHT_DECAY_MODES),
             ("sgd_readout", SGD_READOUT),
+            ("depth_rule", DEPTH_RULES),
         ):
             check_choice(getattr(self, field), choices, f"Parametrization.{field}")
         if self.attention_scale is not None:
@@ -117,6 +129,12 @@ class Parametrization:
         for field in CONSTANT_FIELDS:
             object.__setattr__(self, field, _normalize_constants(getattr(self, field), field))
         object.__setattr__(self, "global_lr_exponent", _normalize_global(self.global_lr_exponent))
+        resolve_depth_alpha(self.depth_rule, self.depth_alpha)  # validates
+        if self.depth_rule != "none" and self.lr_mode == "global":
+            raise ValueError(
+                f"depth_rule={self.depth_rule!r} scales each block's learning rate; it needs "
+                "lr_mode='per_layer', not 'global'."
+            )
 
     @property
     def family(self) -> str:
@@ -129,6 +147,15 @@ class Parametrization:
         if self.attention_scale is not None:
             return self.attention_scale
         return "sqrt" if self.name in ("sp", "ntk") else "linear"
+
+    @property
+    def resolved_depth_alpha(self) -> float:
+        """The branch exponent ``alpha`` (0 for ``depth_rule="none"``)."""
+        return resolve_depth_alpha(self.depth_rule, self.depth_alpha)
+
+    def depth_exponents(self) -> DepthExponents:
+        """The depth exponents of every parameter inside a residual block (§7)."""
+        return depth_exponents(self.depth_rule, self.depth_alpha, self.family)
 
     def exponents(self) -> dict[str, RoleExponents]:
         """Each role's exponents (``"fixed"``: all zero)."""

@@ -12,6 +12,10 @@ model forgot to vary, so by default (``fixed="vectors"``) only fixed parameters 
 ``width_mult`` is the one a role's single-width exponents refer to (``mup``'s convention: fan-out for
 an embedding, fan-in otherwise). Paths join the tree's keys with ``/`` and drop the ``.value`` of
 NNX variables and Linen boxes, so boxed, unboxed and NNX trees of one model give the same paths.
+
+Depth is inferred from the same three models (:mod:`.blocks`): a parameter inside a residual block
+carries its block group and depth ratio ``depth_mult = L / L0``; a stacked (``nn.scan``) layer axis
+is never a width.
 """
 
 from __future__ import annotations
@@ -23,6 +27,12 @@ from typing import Any
 
 from paramlab.optim.common import flatten_with_paths
 from paramlab.optim.fan_axes import FanAxes, resolve_fan_axes
+from paramlab.parametrization.blocks import (
+    canonical_paths,
+    find_block_groups,
+    group_of,
+    stacked_depth_mult,
+)
 from paramlab.parametrization.tables import ROLES
 
 __all__ = ["FIXED", "SPEC_ROLES", "ParamSpec", "infer_spec"]
@@ -46,6 +56,9 @@ class ParamSpec:
       fan_in_mult: product of ``shape / base_shape`` over the fan-in axes (computed).
       fan_out_mult: the same over the fan-out axes (computed).
       width_mult: ``fan_out_mult`` (embedding), ``fan_in_mult`` (hidden, readout) or 1 (fixed).
+      stacked: stacked (layer) axes, never widths (:class:`~paramlab.optim.FanAxes`).
+      block: the residual block group holding the parameter (:mod:`.blocks`), ``None`` outside blocks.
+      depth_mult: the block group's depth ratio ``L / L0`` (1 outside blocks).
     """
 
     path: str
@@ -54,6 +67,9 @@ class ParamSpec:
     role: str
     fan_in: tuple[int, ...]
     fan_out: tuple[int, ...]
+    stacked: tuple[int, ...] = ()
+    block: str | None = None
+    depth_mult: float = 1.0
     fan_in_mult: float = dataclasses.field(init=False)
     fan_out_mult: float = dataclasses.field(init=False)
     width_mult: float = dataclasses.field(init=False)
@@ -66,7 +82,17 @@ class ParamSpec:
             raise ValueError(
                 f"parameter {self.path}: unknown role {self.role!r}; expected one of {SPEC_ROLES}."
             )
-        axes = FanAxes(tuple(self.fan_in), tuple(self.fan_out)).validate(shape, self.path)
+        axes = FanAxes(self.fan_in, self.fan_out, self.stacked).validate(shape, self.path)
+        depth = self.depth_mult
+        if (
+            isinstance(depth, bool)
+            or not isinstance(depth, (int, float))
+            or not math.isfinite(depth)
+            or depth <= 0
+        ):
+            raise ValueError(f"parameter {self.path}: depth_mult must be a finite number > 0, got {depth!r}.")
+        if self.block is None and depth != 1.0:
+            raise ValueError(f"parameter {self.path}: depth_mult {depth} outside a residual block.")
         for axis, (d, d0) in enumerate(zip(shape, base)):
             if d0 <= 0 or d <= 0:
                 raise ValueError(
@@ -76,6 +102,8 @@ class ParamSpec:
         object.__setattr__(self, "base_shape", base)
         object.__setattr__(self, "fan_in", axes.fan_in)
         object.__setattr__(self, "fan_out", axes.fan_out)
+        object.__setattr__(self, "stacked", axes.stacked)
+        object.__setattr__(self, "depth_mult", float(depth))
         fan_in_mult = _group_mult(shape, base, axes.fan_in)
         fan_out_mult = _group_mult(shape, base, axes.fan_out)
         width = {"embedding": fan_out_mult, "hidden": fan_in_mult, "readout": fan_in_mult, FIXED: 1.0}
@@ -88,8 +116,12 @@ class ParamSpec:
         """No fan-in axes: a bias or a norm gain (its own constants key ``"vector"``)."""
         return not self.fan_in
 
+    @property
+    def fan_axes(self) -> FanAxes:
+        return FanAxes(self.fan_in, self.fan_out, self.stacked)
+
     def to_json(self) -> dict[str, Any]:
-        return {
+        data = {
             "path": self.path,
             "shape": list(self.shape),
             "base_shape": list(self.base_shape),
@@ -97,6 +129,11 @@ class ParamSpec:
             "fan_in": list(self.fan_in),
             "fan_out": list(self.fan_out),
         }
+        if self.stacked:
+            data["stacked"] = list(self.stacked)
+        if self.block is not None:
+            data.update(block=self.block, depth_mult=self.depth_mult)
+        return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ParamSpec:
@@ -107,6 +144,9 @@ class ParamSpec:
             role=data["role"],
             fan_in=tuple(data["fan_in"]),
             fan_out=tuple(data["fan_out"]),
+            stacked=tuple(data.get("stacked", ())),
+            block=data.get("block"),
+            depth_mult=data.get("depth_mult", 1.0),
         )
 
 
@@ -147,7 +187,7 @@ def infer_spec(
     fixed: str = "vectors",
     integer_ratios: bool = True,
 ) -> dict[str, ParamSpec]:
-    """Infer every parameter's :class:`ParamSpec` from its shapes at three widths.
+    """Infer every parameter's :class:`ParamSpec` from its shapes at three widths (and depths).
 
     Args:
       base: shapes at the base width(s): any pytree whose leaves have ``.shape`` (the output of
@@ -166,14 +206,19 @@ def infer_spec(
     Returns ``{path: ParamSpec}`` in the target tree's flatten order. A ``ValueError`` names the path
     of whatever does not fit: trees of other structure or ranks, a non-integer ratio, an axis that
     changes between base and target but not between base and delta, a width axis that is neither
-    fan-in nor fan-out, an unaccepted fixed parameter, an unknown path or role, or no width axis.
+    fan-in nor fan-out, an unaccepted fixed parameter, an unknown path or role, or no width axis; and
+    (depth, :mod:`.blocks`) a residual block that differs from its group's first block.
     """
     if fixed not in _FIXED_POLICIES:
         raise ValueError(f"fixed must be one of {_FIXED_POLICIES}, got {fixed!r}.")
     base_shapes, delta_shapes = _shapes(base, "base"), _shapes(delta, "delta")
     target_shapes = _shapes(target, "target")
-    _check_same_paths(target_shapes, base_shapes, "target", "base")
-    _check_same_paths(target_shapes, delta_shapes, "target", "delta")
+    groups = find_block_groups(base_shapes, delta_shapes, target_shapes)
+    canonical = canonical_paths(target_shapes, groups)
+    base_shapes = _canonical(base_shapes, groups)
+    delta_shapes = _canonical(delta_shapes, groups)
+    _check_same_paths(set(canonical.values()), base_shapes, "target", "base")
+    _check_same_paths(set(canonical.values()), delta_shapes, "target", "delta")
     resolved = resolve_fan_axes(target, fan_axes)
     axes_by_path = dict(flatten_with_paths(resolved, "fan_axes"))
     roles = dict(roles or {})
@@ -181,7 +226,14 @@ def infer_spec(
     if unknown:
         raise ValueError(f"roles names parameters that do not exist: {unknown[:5]}.")
     infinite = {
-        path: _infinite_axes(path, base_shapes[path], delta_shapes[path], shape, integer_ratios)
+        path: _infinite_axes(
+            path,
+            base_shapes[canonical[path]],
+            delta_shapes[canonical[path]],
+            shape,
+            axes_by_path[path].stacked,
+            integer_ratios,
+        )
         for path, shape in target_shapes.items()
     }
     if not any(infinite.values()):
@@ -191,10 +243,34 @@ def infer_spec(
         )
     specs: dict[str, ParamSpec] = {}
     for path, shape in target_shapes.items():
-        axes = axes_by_path[path]
+        axes, base_shape = axes_by_path[path], base_shapes[canonical[path]]
         role = roles.get(path) or _infer_role(path, shape, infinite[path], axes, fixed)
-        specs[path] = ParamSpec(path, shape, base_shapes[path], role, axes.fan_in, axes.fan_out)
+        block, depth_mult = _depth_of(path, shape, base_shape, axes.stacked, groups)
+        specs[path] = ParamSpec(
+            path, shape, base_shape, role, axes.fan_in, axes.fan_out, axes.stacked, block, depth_mult
+        )
     return specs
+
+
+def _canonical(shapes: dict[str, tuple[int, ...]], groups: Mapping) -> dict[str, tuple[int, ...]]:
+    """One entry per parameter of a block group's first block (all blocks are checked equal)."""
+    return {canonical: shapes[path] for path, canonical in canonical_paths(shapes, groups).items()}
+
+
+def _depth_of(
+    path: str,
+    shape: tuple[int, ...],
+    base_shape: tuple[int, ...],
+    stacked: tuple[int, ...],
+    groups: Mapping,
+) -> tuple[str | None, float]:
+    """``(block, depth_mult)``: the unrolled group's, or a stacked parameter's (its top module)."""
+    group = group_of(path, groups)
+    if group is not None:
+        return group.name, group.depth_mult
+    if stacked:
+        return path.split("/")[0], stacked_depth_mult(path, shape, base_shape, stacked)
+    return None, 1.0
 
 
 def _infinite_axes(
@@ -202,6 +278,7 @@ def _infinite_axes(
     base: tuple[int, ...],
     delta: tuple[int, ...],
     target: tuple[int, ...],
+    stacked: tuple[int, ...],
     integer_ratios: bool,
 ) -> tuple[int, ...]:
     if not len(base) == len(delta) == len(target):
@@ -210,6 +287,8 @@ def _infinite_axes(
         )
     infinite = []
     for axis, (d0, dd, d) in enumerate(zip(base, delta, target)):
+        if axis in stacked:
+            continue  # a layer axis: its size is a depth, never a width
         if dd != d0:
             if integer_ratios and max(d, d0) % min(d, d0):
                 raise ValueError(

@@ -21,6 +21,8 @@ from paramlab.optim import FAMILIES
 
 __all__ = [
     "ALIGNMENTS",
+    "DEPTH_RULES",
+    "DepthExponents",
     "FAMILIES",
     "PARAMETRIZATIONS",
     "ROLES",
@@ -29,6 +31,9 @@ __all__ = [
     "RoleExponents",
     "abc",
     "alignment_exponents",
+    "depth_exponents",
+    "depth_factor",
+    "resolve_depth_alpha",
     "grad_exponents",
     "lr_exponents",
     "role_exponents",
@@ -38,6 +43,9 @@ ROLES = ("embedding", "hidden", "readout")
 PARAMETRIZATIONS = ("sp", "ntk", "mup", "mfp", "mup_table8")
 ALIGNMENTS = ("full", "none")
 SGD_READOUT = ("preserve", "maximal")
+DEPTH_RULES = ("none", "depth_mup", "completep")
+# the branch exponent alpha each depth rule fixes (None: any alpha in [1/2, 1], default 1)
+_DEPTH_ALPHA = {"none": 0.0, "depth_mup": 0.5, "completep": None}
 
 # Table A: (a, b) per role. "mup" is Everett et al.'s form (TP-V Table 9), "mup_table8" is TP-V
 # Table 8 (microsoft/mup); they are related by the symmetry a <- a + theta, b <- b - theta with
@@ -244,3 +252,65 @@ def grad_exponents(name: str) -> dict[str, float]:
     """``docs/reference.md`` section 3: ``{role: g}``, the gradient entries of a role scaling as ``n^{-g}`` at
     init (``g_emb = a_emb + r``, ``g_hidden = a_hidden + r``, ``g_readout = a_readout``)."""
     return {role: e.grad.total for role, e in role_exponents(name, "adam").items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class DepthExponents:
+    """Depth exponents of a residual-block parameter: each factor is ``r_L ** -exponent``.
+
+    Attributes:
+      branch: the block's branch multiplier ``m_L = r_L^(-alpha)`` (a model option).
+      lr: the learning rate's: Adam / Adafactor ``1 - alpha``, SGD ``1 - 2 alpha``.
+      eps: Adam epsilon's (with ``eps_mode="per_layer"``): ``alpha``, the gradients' own exponent.
+    """
+
+    branch: float = 0.0
+    lr: float = 0.0
+    eps: float = 0.0
+
+
+def resolve_depth_alpha(rule: str, alpha: float | None) -> float:
+    """The branch exponent of ``rule``: ``"none"`` 0, ``"depth_mup"`` 1/2, ``"completep"`` ``alpha``
+    (default 1) in [1/2, 1]; a value the rule does not take is a ``ValueError`` naming it."""
+    if rule not in _DEPTH_ALPHA:
+        raise ValueError(f"unknown depth_rule {rule!r}; expected one of {list(DEPTH_RULES)}.")
+    fixed = _DEPTH_ALPHA[rule]
+    if fixed is not None:
+        if alpha is not None and alpha != fixed:
+            raise ValueError(
+                f"depth_alpha={alpha!r} does not apply to depth_rule={rule!r} (which fixes it"
+                + (f" at {fixed}" if rule != "none" else "")
+                + "); use depth_rule='completep' for another alpha."
+            )
+        return fixed
+    if alpha is None:
+        return 1.0
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.5 <= alpha <= 1.0:
+        raise ValueError(f"depth_alpha must be a number in [0.5, 1], got {alpha!r}.")
+    return float(alpha)
+
+
+def depth_exponents(rule: str, alpha: float | None, family: str) -> DepthExponents:
+    """``docs/reference.md`` §7: the depth exponents of a parameter inside a residual block.
+
+    With the branch multiplier ``r_L^(-alpha)`` every block's share of the feature update must be
+    ``Theta(1/L)`` as the depth grows (CompleteP, Dey et al. 2025, arXiv 2505.01618, Table 1; depth-muP,
+    Yang et al. 2023, arXiv 2310.02244, and Bordelon et al. 2023, arXiv 2309.16620 at alpha = 1/2).
+    Adam's update ignores the gradient's scale, so the block's contribution is
+    ``r_L^(-alpha) * eta``: ``eta ∝ r_L^(alpha - 1)``; Adafactor's parameter scale has no depth factor,
+    so it follows Adam. SGD's update carries the branch factor once more: ``r_L^(-2 alpha) * eta``, so
+    ``eta ∝ r_L^(2 alpha - 1)`` (constant for depth-muP, as Bordelon et al. find). The gradient
+    entries shrink by ``r_L^(-alpha)``, and so does a per-layer epsilon. Init has no depth factor.
+    """
+    if family not in FAMILIES:
+        raise ValueError(f"unknown optimizer family {family!r}; expected one of {list(FAMILIES)}.")
+    a = resolve_depth_alpha(rule, alpha)
+    if rule == "none":
+        return DepthExponents()
+    lr = 1.0 - 2.0 * a if family == "sgd" else 1.0 - a
+    return DepthExponents(branch=a, lr=lr, eps=a)
+
+
+def depth_factor(depth_mult: float, exponent: float) -> float:
+    """``depth_mult ** -exponent``, exactly 1.0 at the base depth or a zero exponent."""
+    return _power(depth_mult, -exponent)
