@@ -177,7 +177,7 @@ def test_blocks_missing_from_the_base_model_are_an_error():
 def test_several_block_groups_need_a_name():
     def two_stacks(width, depth):
         tree, fan = unrolled(width, depth)
-        for i in range(2 * depth):
+        for i in range(depth + 1):
             tree[f"dec_{i}"] = {"fc": {"kernel": S((width, width), float)}}
             fan[f"dec_{i}"] = {"fc": {"kernel": None}}
         return tree, fan
