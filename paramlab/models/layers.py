@@ -26,6 +26,7 @@ __all__ = [
     "check_positive_int",
     "embedding_init",
     "kernel_init",
+    "ones_init",
     "zeros_init",
 ]
 
@@ -60,6 +61,12 @@ def kernel_init(fan_in: Sequence[int], fan_out: Sequence[int], zero: bool = Fals
 def zeros_init(fan_out: Sequence[int]):
     """Zeros for a bias; a bias has no fan-in and its fan-out is all of its axes."""
     return with_fan_axes(nn.initializers.zeros_init(), (), fan_out)
+
+
+def ones_init(fan_out: Sequence[int]):
+    """Ones for a norm gain: no fan-in, fan-out all of its axes (declared, so a stacked copy's layer
+    axis is known)."""
+    return with_fan_axes(nn.initializers.ones_init(), (), fan_out)
 
 
 def embedding_init():

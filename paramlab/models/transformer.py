@@ -10,6 +10,12 @@ so a plan sets :attr:`TransformerConfig.logits_multiplier` (``Plan.tied_readout_
 Attention is ``softmax(scale * q k^T) v`` with :attr:`TransformerConfig.attention_logit_scale`;
 ``d_model`` and ``n_heads * d_head`` are independent sizes, so a plan may grow heads, head width or
 both. Coordinate checks read ``capture_intermediates`` paths (``block_0/attn/q/__call__``, ...).
+
+**Depth.** Each block adds ``branch_multiplier * f(norm(x))`` (``Plan.branch_multiplier``, 1 exactly
+leaves the function unchanged). ``scan_layers`` runs the blocks with ``nn.scan``: one compiled block,
+parameters stacked on a leading layer axis under ``blocks/`` (a *stacked* fan axis, so the engine
+reads it as a depth, never a width). ``remat`` recomputes each block's activations in the backward
+pass (``jax.checkpoint`` with the policy :attr:`TransformerConfig.remat_policy`).
 """
 
 from __future__ import annotations
@@ -29,13 +35,17 @@ from paramlab.models.layers import (
     check_positive_int,
     embedding_init,
     kernel_init,
+    ones_init,
     zeros_init,
 )
 from paramlab.optim.common import check_choice
 
-__all__ = ["Transformer", "TransformerConfig"]
+__all__ = ["REMAT_POLICIES", "Transformer", "TransformerConfig", "stack_blocks"]
 
 WIDTH_FIELDS = ("d_model", "d_ff", "n_heads", "d_head")
+# jax.checkpoint_policies a block may be rematerialised with: "nothing_saveable" keeps only each
+# block's input (least memory, one more forward pass); the "dots" policies keep matmul outputs
+REMAT_POLICIES = ("nothing_saveable", "dots_saveable", "dots_with_no_batch_dims_saveable")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,6 +79,10 @@ class TransformerConfig:
       norm_eps: epsilon of every norm.
       dtype: compute dtype (``"float32"``, ``"bfloat16"``, ``"float16"``); parameters stay
         float32 and logits are returned in float32.
+      branch_multiplier: factor on every residual branch (a depth parametrization sets it).
+      scan_layers: run the blocks with ``nn.scan`` (parameters stacked under ``blocks/``).
+      remat: rematerialise each block in the backward pass.
+      remat_policy: the ``jax.checkpoint_policies`` name used with ``remat`` (:data:`REMAT_POLICIES`).
     """
 
     vocab_size: int = 256
@@ -94,6 +108,10 @@ class TransformerConfig:
     rope_theta: float = 10_000.0
     norm_eps: float = 1e-6
     dtype: str = "float32"
+    branch_multiplier: float = 1.0
+    scan_layers: bool = False
+    remat: bool = False
+    remat_policy: str = "nothing_saveable"
 
     def __post_init__(self):
         for name in ("vocab_size", "d_model", "n_layers", "n_heads", "d_head", "d_ff", "max_len"):
@@ -105,7 +123,17 @@ class TransformerConfig:
         activation_fn(self.activation)
         if self.attention_base_d_head is not None:
             check_positive_int(self.attention_base_d_head, "attention_base_d_head")
-        for name in ("attention_multiplier", "logits_multiplier", "rope_theta", "norm_eps"):
+        check_choice(self.remat_policy, REMAT_POLICIES, "remat_policy")
+        for flag in ("scan_layers", "remat"):
+            if not isinstance(getattr(self, flag), bool):
+                raise ValueError(f"{flag} must be a bool, got {getattr(self, flag)!r}.")
+        for name in (
+            "attention_multiplier",
+            "logits_multiplier",
+            "rope_theta",
+            "norm_eps",
+            "branch_multiplier",
+        ):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be a finite number > 0, got {value!r}.")
@@ -140,9 +168,10 @@ class TransformerConfig:
 
 
 def _norm(cfg: TransformerConfig, name: str) -> nn.Module:
+    common = dict(epsilon=cfg.norm_eps, dtype=cfg.dtype, scale_init=ones_init((0,)), name=name)
     if cfg.norm == "rms":
-        return nn.RMSNorm(epsilon=cfg.norm_eps, dtype=cfg.dtype, name=name)
-    return nn.LayerNorm(epsilon=cfg.norm_eps, use_bias=cfg.use_bias, dtype=cfg.dtype, name=name)
+        return nn.RMSNorm(**common)
+    return nn.LayerNorm(use_bias=cfg.use_bias, bias_init=zeros_init((0,)), **common)
 
 
 class Attention(nn.Module):
@@ -216,16 +245,47 @@ class Mlp(nn.Module):
         return dense(cfg.d_model, "fc_out")(h)
 
 
+def branch(multiplier: float, y: jax.Array) -> jax.Array:
+    """A residual branch's output times its multiplier (untouched at exactly 1)."""
+    return y if multiplier == 1.0 else y * jnp.asarray(multiplier, y.dtype)
+
+
 class Block(nn.Module):
-    """A pre-norm Transformer block."""
+    """A pre-norm Transformer block ``x + m f(norm(x))``, twice (attention, MLP).
+
+    ``scanned``: the ``nn.scan`` signature ``(carry, _) -> (carry, None)``.
+    """
 
     config: TransformerConfig
+    scanned: bool = False
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, _: None = None) -> jax.Array | tuple[jax.Array, None]:
         cfg = self.config
-        x = x + Attention(cfg, name="attn")(_norm(cfg, "attn_norm")(x))
-        return x + Mlp(cfg, name="mlp")(_norm(cfg, "mlp_norm")(x))
+        m = cfg.branch_multiplier
+        x = x + branch(m, Attention(cfg, name="attn")(_norm(cfg, "attn_norm")(x)))
+        x = x + branch(m, Mlp(cfg, name="mlp")(_norm(cfg, "mlp_norm")(x)))
+        return (x, None) if self.scanned else x
+
+
+def _blocks(cfg: TransformerConfig, x: jax.Array) -> jax.Array:
+    """All ``n_layers`` blocks: unrolled (``block_i``) or scanned (``blocks``), optionally remat-ed."""
+    block = Block
+    if cfg.remat:
+        policy = getattr(jax.checkpoint_policies, cfg.remat_policy)
+        block = nn.remat(Block, policy=policy, prevent_cse=not cfg.scan_layers)
+    if not cfg.scan_layers:
+        for i in range(cfg.n_layers):
+            x = block(cfg, name=f"block_{i}")(x)
+        return x
+    scan = nn.scan(
+        block,
+        variable_axes={"params": 0},
+        split_rngs={"params": True},
+        length=cfg.n_layers,
+    )
+    x, _ = scan(cfg, scanned=True, name="blocks")(x, None)
+    return x
 
 
 class Transformer(nn.Module):
@@ -250,8 +310,7 @@ class Transformer(nn.Module):
                 cfg.max_len, cfg.d_model, embedding_init=embedding_init(), dtype=cfg.dtype, name="pos_embed"
             )
             x = x + pos_embed(jnp.arange(t))[None]
-        for i in range(cfg.n_layers):
-            x = Block(cfg, name=f"block_{i}")(x)
+        x = _blocks(cfg, x)
         x = _norm(cfg, "final_norm")(x)
         if cfg.tied_embeddings:
             logits = embed.attend(x)
@@ -269,3 +328,13 @@ class Transformer(nn.Module):
             logits = logits * cfg.logits_multiplier
         chex.assert_shape(logits, (b, t, cfg.vocab_size))
         return logits
+
+
+def stack_blocks(params: dict, n_layers: int) -> dict:
+    """Unrolled Transformer parameters (``block_i``) in the ``scan_layers`` layout (``blocks``)."""
+    names = [f"block_{i}" for i in range(n_layers)]
+    missing = [name for name in names if name not in params]
+    if missing:
+        raise ValueError(f"stack_blocks: no parameters {missing[:3]} (n_layers={n_layers}).")
+    rest = {k: v for k, v in params.items() if k not in names}
+    return {**rest, "blocks": jax.tree.map(lambda *xs: jnp.stack(xs), *(params[n] for n in names))}

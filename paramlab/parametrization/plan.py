@@ -147,6 +147,9 @@ class Plan:
             raise ValueError(f"the plan's block groups have different depth ratios {ratios}; name one.")
         return next(iter(ratios.values()), 1.0)
 
+    def _single_depth(self) -> bool:
+        return len({s.depth_mult for s in self.specs.values() if s.block is not None}) <= 1
+
     def branch_multiplier(self, block: str | None = None) -> float:
         """The residual branch multiplier ``m_L = r_L^(-alpha)`` the model applies (``h += m_L f(h)``).
 
@@ -258,7 +261,7 @@ class Plan:
 
     def describe(self) -> str:
         """A text table: path, shape, role, fan multipliers and every scale factor."""
-        header = ("path", "shape", "role", "mu_in", "mu_out", "mult", "init", "lr", "eps", "wd")
+        header = ("path", "shape", "role", "mu_in", "mu_out", "r_L", "mult", "init", "lr", "eps", "wd")
         rows = [header]
         for path, spec in self.specs.items():
             s = self.scales[path]
@@ -267,7 +270,7 @@ class Plan:
                     path,
                     "x".join(map(str, spec.shape)) or "()",
                     spec.role + (" (vector)" if spec.is_vector and spec.role != FIXED else ""),
-                    *(f"{v:.4g}" for v in (spec.fan_in_mult, spec.fan_out_mult)),
+                    *(f"{v:.4g}" for v in (spec.fan_in_mult, spec.fan_out_mult, spec.depth_mult)),
                     *(f"{v:.4g}" for v in (s.multiplier, s.init, s.lr, s.eps, s.weight_decay)),
                 )
             )
@@ -278,6 +281,9 @@ class Plan:
             f"eps_mode={p.eps_mode} / weight_decay_mode={p.weight_decay_mode} / "
             f"attention_scale={p.resolved_attention_scale}"
         )
+        if p.depth_rule != "none":
+            title += f" / depth_rule={p.depth_rule} (alpha={p.resolved_depth_alpha:g}, branch multiplier"
+            title += f" {self.branch_multiplier():.4g})" if self._single_depth() else "s per block group)"
         lines = [title] + ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
         return "\n".join(lines)
 

@@ -6,7 +6,8 @@ its size differs between base and delta) and at the **target** width. Fan-in / f
 the layers (:mod:`paramlab.nn.metadata`), never from a "last axis is fan-in" rule. The role follows
 which of them grow (``docs/reference.md`` §1): embedding (fan-out only), hidden (both), readout (fan-in
 only) or fixed (neither: every factor is exactly 1). A fixed *matrix* is more often a width the delta
-model forgot to vary, so by default (``fixed="vectors"``) only fixed parameters of rank <= 1 pass.
+model forgot to vary, so by default (``fixed="vectors"``) only fixed vectors pass: parameters without
+fan-in axes (biases, gains, of any rank) or of rank <= 1 (not counting stacked layer axes).
 
 ``fan_in_mult`` / ``fan_out_mult`` are the products of ``target / base`` over those axes;
 ``width_mult`` is the one a role's single-width exponents refer to (``mup``'s convention: fan-out for
@@ -199,7 +200,8 @@ def infer_spec(
       roles: optional ``{path: role}`` overriding the inferred role of these parameters (any of
         ``"embedding"``, ``"hidden"``, ``"readout"``, ``"fixed"``); every path must exist.
       fixed: which parameters without a width axis are accepted as ``"fixed"``: ``"vectors"``
-        (rank <= 1, the default), ``"all"``, or ``"error"`` (none; mark them with ``roles``).
+        (no fan-in or rank <= 1, the default), ``"all"``, or ``"error"`` (none; mark them with
+        ``roles``).
       integer_ratios: require every width axis's ``target / base`` or ``base / target`` to be an
         integer (a target narrower than the base is legitimate: the formulas hold for any ratio).
 
@@ -317,7 +319,7 @@ def _infer_role(path: str, shape: tuple[int, ...], infinite: tuple[int, ...], ax
         return "hidden" if inf_out else "readout"
     if inf_out:
         return "embedding"
-    if fixed == "all" or (fixed == "vectors" and len(shape) <= 1):
+    if fixed == "all" or (fixed == "vectors" and (not axes.fan_in or len(shape) - len(axes.stacked) <= 1)):
         return FIXED
     raise ValueError(
         f"parameter {path} of shape {shape} has no width axis (fan-in {axes.fan_in}, fan-out "
