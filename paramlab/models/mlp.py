@@ -8,12 +8,14 @@
 
 Kernels are ``lecun_normal`` and declare fan-in ``(0,)`` / fan-out ``(1,)``; biases are zeros with
 fan-out ``(0,)``. Both versions have the same parameter names (``dense_0/kernel``, ...,
-``readout/bias``) and compute the same function given the same weights.
+``readout/bias``) and compute the same function given the same weights. :class:`ResidualMLP` is the
+residual version whose depth a depth rule (``docs/reference.md`` §7) scales.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import chex
 import jax
@@ -22,7 +24,7 @@ from flax import nnx
 
 from paramlab.models.layers import activation_fn, check_positive_int, kernel_init, zeros_init
 
-__all__ = ["MLP", "MLPConfig", "NNXMLP"]
+__all__ = ["MLP", "MLPConfig", "NNXMLP", "ResidualMLP", "ResidualMLPConfig"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,3 +125,70 @@ class NNXMLP(nnx.Module):
                 x = act(x)
         chex.assert_axis_dimension(x, -1, cfg.out_dim)
         return x
+
+
+@dataclasses.dataclass(frozen=True)
+class ResidualMLPConfig:
+    """Sizes and options of a :class:`ResidualMLP`.
+
+    Attributes:
+      in_dim, width, out_dim: input features, residual-stream width, output features.
+      depth: number of residual blocks (>= 1).
+      activation: the blocks' activation.
+      branch_multiplier: the factor ``m_L`` on every branch (``Plan.branch_multiplier``).
+      zero_init_readout: initialise the readout kernel to zeros.
+    """
+
+    in_dim: int
+    width: int
+    out_dim: int
+    depth: int = 2
+    activation: str = "relu"
+    branch_multiplier: float = 1.0
+    zero_init_readout: bool = False
+
+    def __post_init__(self):
+        for name in ("in_dim", "width", "out_dim", "depth"):
+            check_positive_int(getattr(self, name), name)
+        activation_fn(self.activation)
+        m = self.branch_multiplier
+        if isinstance(m, bool) or not isinstance(m, (int, float)) or not math.isfinite(m) or m <= 0:
+            raise ValueError(f"branch_multiplier must be a finite number > 0, got {m!r}.")
+
+
+def _dense(features: int, name: str, zero: bool = False) -> nn.Dense:
+    return nn.Dense(features, use_bias=False, kernel_init=kernel_init((0,), (1,), zero=zero), name=name)
+
+
+class _Branch(nn.Module):
+    """One residual branch ``fc_out(act(fc_in(h)))``."""
+
+    config: ResidualMLPConfig
+
+    @nn.compact
+    def __call__(self, h: jax.Array) -> jax.Array:
+        cfg = self.config
+        return _dense(cfg.width, "fc_out")(activation_fn(cfg.activation)(_dense(cfg.width, "fc_in")(h)))
+
+
+class ResidualMLP(nn.Module):
+    """A residual MLP for depth transfer (Bordelon et al. 2023's architecture, without norms)::
+
+    h_0 = x W_e                                      embed:                  (in_dim, width)
+    h_l = h_{l-1} + m_L W_out,l act(W_in,l h_{l-1})  block_l/fc_in, /fc_out: (width, width)
+    y   = h_L W_r                                    readout:                (width, out_dim)
+    """
+
+    config: ResidualMLPConfig
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        cfg = self.config
+        _check_input(x, cfg)
+        h = _dense(cfg.width, "embed")(x)
+        for i in range(cfg.depth):
+            f = _Branch(cfg, name=f"block_{i}")(h)
+            h = h + (f if cfg.branch_multiplier == 1.0 else cfg.branch_multiplier * f)
+        y = _dense(cfg.out_dim, "readout", cfg.zero_init_readout)(h)
+        chex.assert_axis_dimension(y, -1, cfg.out_dim)
+        return y
