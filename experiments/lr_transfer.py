@@ -1,19 +1,23 @@
-r"""Does the learning rate transfer across width? ``python -m experiments.lr_transfer``.
+r"""Does the learning rate transfer across width and depth? ``python -m experiments.lr_transfer``.
 
-For every recipe (``paramlab.parametrization.RECIPES``; ``sp_global`` is the global-LR baseline) and
-width, one vmapped sweep (:mod:`paramlab.sweep`) trains a byte-level Transformer at every learning
-rate and seed of the grid and evaluates it on held-out batches. Every key is documented in
-``experiments/configs/lr_transfer.py``::
+For every recipe (``paramlab.parametrization.RECIPES``; ``sp_global`` is the global-LR baseline),
+depth rule, depth and width, one vmapped sweep (:mod:`paramlab.sweep`) trains a byte-level
+Transformer at every learning rate and seed of the grid and evaluates it on held-out batches. Every
+key is documented in ``experiments/configs/lr_transfer.py``::
 
     python -m experiments.lr_transfer --out=runs/lr_transfer --config.parametrization=sp_global,mup \
         --config.widths=64,128,256,512 --config.learning_rate_grid=1e-4,0.1,2 --config.steps=200
+    python -m experiments.lr_transfer --out=runs/depth --config.parametrization=mup \
+        --config.widths=128 --config.depths=2,4,8,16 --config.depth_rule=none,depth_mup,completep
 
 Writes to ``--out`` (``--data``: a text file or directory instead of the embedded corpus):
-``results.json`` / ``.csv`` (one record per parametrization, width, lr and seed: ``final_loss`` is the
-held-out loss in nats per byte, ``inf`` if diverged; with ``log_alignment`` also
-``alignment/<alpha|omega|u>/<layer>``), ``lr_transfer.png`` and ``optimal_lr.txt`` / ``.json`` (the
-best LR per parametrization and width, its shift in grid steps across widths, the LR sensitivity).
-Exit codes: 0 done; 2 a bad flag or config value (one line on stderr).
+``results.json`` / ``.csv`` (one record per parametrization, depth rule, width, depth, learning rate
+and seed: ``final_loss`` is the held-out loss in nats per byte, ``inf`` if diverged; with
+``log_alignment`` also ``alignment/<alpha|omega|u>/<layer>``), ``lr_transfer.png`` (loss against LR),
+``optimal_lr.png`` (the best LR against depth, with several depths) and ``optimal_lr.txt`` / ``.json``
+(the best LR per cell, its shift in grid steps across widths, across depths and over the whole
+width x depth grid, the LR sensitivity). Exit codes: 0 done; 2 a bad flag or config value (one line
+on stderr).
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ import ml_collections
 from experiments import cli
 
 PROGRAM = "experiments.lr_transfer"
-_POSITIVE = ("steps", "seeds", "base_width", "n_layers", "d_head", "ff_ratio", "seq_len", "batch_size")
+_POSITIVE = ("steps", "seeds", "base_width", "base_depth", "d_head", "ff_ratio", "seq_len", "batch_size")
 _POSITIVE += ("eval_batches", "max_bytes", "steps_per_call")
 
 
@@ -43,6 +47,9 @@ class Args:
     optimizer: str
     alignment: str | float
     widths: tuple[int, ...]
+    depths: tuple[int, ...]
+    depth_rules: tuple[str, ...]
+    depth_alpha: float
     lrs: tuple[float, ...]
     steps: int
     seeds: int
@@ -50,7 +57,7 @@ class Args:
     eps: float
     eps_mode: str
     base_width: int
-    n_layers: int
+    base_depth: int
     d_head: int
     ff_ratio: int
     seq_len: int
@@ -60,6 +67,7 @@ class Args:
     max_bytes: int
     data: str
     steps_per_call: int
+    scan_layers: bool = False
     log_alignment: bool = False
 
 
@@ -90,6 +98,7 @@ def parse_args(config: ml_collections.ConfigDict, paths: dict[str, str]) -> Args
         raise ValueError(
             f"config.widths / base_width {bad} are not divisible by config.d_head={config.d_head}."
         )
+    depths, depth_rules = _depths(config)
     lrs = _learning_rates(config)
     if not 0 <= config.warmup_steps < config.steps:
         raise ValueError(f"config.warmup_steps must be in [0, config.steps), got {config.warmup_steps}.")
@@ -99,6 +108,8 @@ def parse_args(config: ml_collections.ConfigDict, paths: dict[str, str]) -> Args
         "alignment",
         "parametrizations",
         "widths",
+        "depths",
+        "depth_rules",
         "lrs",
         "out",
         "data",
@@ -107,11 +118,37 @@ def parse_args(config: ml_collections.ConfigDict, paths: dict[str, str]) -> Args
         alignment=cli.parse_alignment(config.alignment),
         parametrizations=names,
         widths=tuple(sorted(widths)),
+        depths=depths,
+        depth_rules=depth_rules,
         lrs=tuple(sorted(lrs)),
         out=paths["out"],
         data=paths["data"],
         **{f: config[f] for f in fields},
     )
+
+
+def _depths(config: ml_collections.ConfigDict) -> tuple[tuple[int, ...], tuple[str, ...]]:
+    """The sorted depths and the distinct depth rules (``ValueError`` naming the key)."""
+    from paramlab.optim.common import check_choice
+    from paramlab.parametrization import DEPTH_RULES
+
+    depths = cli.parse_list(config.depths, int, "depths")
+    if not depths or any(d < 1 for d in depths) or len(set(depths)) != len(depths):
+        raise ValueError(f"config.depths must be distinct positive integers, got {config.depths!r}.")
+    if config.base_depth > max(depths):
+        raise ValueError(
+            f"config.base_depth={config.base_depth} is larger than every depth in "
+            f"config.depths={config.depths!r}."
+        )
+    rules = cli.parse_list(config.depth_rule, str, "depth_rule")
+    if not rules or len(set(rules)) != len(rules):
+        raise ValueError(f"config.depth_rule must be distinct names, got {config.depth_rule!r}.")
+    for rule in rules:
+        check_choice(rule, DEPTH_RULES, "config.depth_rule")
+    alpha = config.depth_alpha
+    if not (isinstance(alpha, (int, float)) and 0.5 <= alpha <= 1.0):
+        raise ValueError(f"config.depth_alpha must be in [0.5, 1], got {alpha!r}.")
+    return tuple(sorted(depths)), rules
 
 
 def _learning_rates(config: ml_collections.ConfigDict) -> tuple[float, ...]:
@@ -129,8 +166,18 @@ def _learning_rates(config: ml_collections.ConfigDict) -> tuple[float, ...]:
 
 
 @dataclasses.dataclass(frozen=True)
+class Cell:
+    """One model of the grid: a recipe (parametrization and depth rule) at one width and depth."""
+
+    parametrization: str
+    depth_rule: str
+    width: int
+    depth: int
+
+
+@dataclasses.dataclass(frozen=True)
 class Setting:
-    """What one sweep trains: a parametrization of the model at one width."""
+    """What one sweep trains: a parametrization of the model at one width and depth."""
 
     init_params: Callable[[Any], Any]
     loss_fn: Callable[[Any, Any], Any]
@@ -141,25 +188,31 @@ class Setting:
 B1, B2, SGD_MOMENTUM = 0.9, 0.95, 0.9
 
 
-def model_config(args: Args, width: int):
-    """The Transformer at ``d_model = width``: heads ``width / d_head``, ``d_ff = ff_ratio * width``."""
+def model_config(args: Args, width: int, depth: int, branch_multiplier: float = 1.0):
+    """The Transformer at ``d_model = width`` with ``depth`` blocks: heads ``width / d_head``,
+    ``d_ff = ff_ratio * width``."""
     from paramlab.models import TransformerConfig
 
     return TransformerConfig(
         d_model=width,
-        n_layers=args.n_layers,
+        n_layers=depth,
         n_heads=width // args.d_head,
         d_head=args.d_head,
         d_ff=args.ff_ratio * width,
         max_len=args.seq_len,
         attention_scale="sqrt",  # d_head is fixed across widths: 1/sqrt(d_head) is width-independent
+        branch_multiplier=branch_multiplier,
+        scan_layers=args.scan_layers,
     )
 
 
-def build_setting(args: Args, parametrization: str, width: int) -> Setting:
-    """The model, plan and optimizer factory of one (parametrization, width).
+def build_setting(args: Args, cell: Cell) -> Setting:
+    """The model, plan and optimizer factory of one cell (recipe, width, depth).
 
-    The recipe comes from :func:`paramlab.parametrization.named_parametrization`. The learning rate
+    The recipe comes from :func:`paramlab.parametrization.named_parametrization` with the cell's
+    depth rule (``depth_alpha`` for CompleteP); the plan is inferred from the models at
+    ``(base_width, base_depth)``, ``(2 base_width, 2 base_depth)`` and the cell, and the model takes
+    the plan's branch multiplier. The learning rate
     follows linear warmup then cosine decay to 10% of the swept peak value; each optimizer takes what
     configures it (:func:`paramlab.optim.configuring`) of ``b1=0.9, b2=0.95``, ``eps`` and SGD
     momentum 0.9.
@@ -175,18 +228,25 @@ def build_setting(args: Args, parametrization: str, width: int) -> Setting:
     from paramlab.train import make_schedule
 
     recipe = named_parametrization(
-        parametrization,
+        cell.parametrization,
         args.optimizer,
         alignment=args.alignment,
         eps_mode=args.eps_mode,
         attention_scale="sqrt",
+        depth_rule=cell.depth_rule,
+        depth_alpha=args.depth_alpha if cell.depth_rule == "completep" else None,
     )
-    make_model = lambda w: Transformer(model_config(args, w))
+    make_model = lambda size: Transformer(model_config(args, *size))
     tokens = jax.ShapeDtypeStruct((1, args.seq_len), jnp.int32)
     plan = make_plan(
-        make_model, recipe, base=args.base_width, delta=2 * args.base_width, target=width, inputs=(tokens,)
+        make_model,
+        recipe,
+        base=(args.base_width, args.base_depth),
+        delta=(2 * args.base_width, 2 * args.base_depth),
+        target=(cell.width, cell.depth),
+        inputs=(tokens,),
     )
-    model = make_model(width)
+    model = Transformer(model_config(args, cell.width, cell.depth, plan.branch_multiplier()))
     apply = plan.wrap_apply(model.apply)
     relative = make_schedule("cosine", 1.0, args.steps, args.warmup_steps, final_fraction=0.1)
 
@@ -204,14 +264,16 @@ def build_setting(args: Args, parametrization: str, width: int) -> Setting:
     return Setting(init_params, loss_fn, optimizer_fn, lambda params, x: apply({"params": params}, x))
 
 
-def _record(args: Args, parametrization: str, width: int, r: dict[str, Any]) -> dict[str, Any]:
+def _record(args: Args, cell: Cell, r: dict[str, Any]) -> dict[str, Any]:
     """One output record from one sweep member's record."""
     return {
-        "parametrization": parametrization,
+        "parametrization": cell.parametrization,
+        "depth_rule": cell.depth_rule,
         "optimizer": args.optimizer,
         "alignment": args.alignment,
-        "width": width,
-        "lr": r["learning_rate"],
+        "width": cell.width,
+        "depth": cell.depth,
+        "learning_rate": r["learning_rate"],
         **{k: r[k] for k in ("seed", "final_loss", "diverged", "initial_loss", "train_loss", "eval_loss")},
         "diverged_step": r["diverged_step"],
         "steps": r["steps"],
@@ -234,98 +296,161 @@ def run(args: Args, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
     )
     members = product_members(seeds=tuple(range(args.seeds)), learning_rate=args.lrs)
     records: list[dict[str, Any]] = []
-    for parametrization in args.parametrizations:
-        for width in args.widths:
-            setting = build_setting(args, parametrization, width)
-            t0 = time.perf_counter()
-            result = run_sweep(
-                setting.init_params,
-                setting.loss_fn,
-                setting.optimizer_fn,
-                members,
-                BatchIterator(corpus.train, seq_len=args.seq_len, batch_size=args.batch_size, seed=0),
-                args.steps,
-                eval_batches=lambda: held_out,
-                steps_per_call=min(args.steps_per_call, args.steps),
-                probe_fn=alignment_probe(setting.apply_fn, held_out[0]["inputs"][:2])
-                if args.log_alignment
-                else None,
-            )
-            records += [_record(args, parametrization, width, r) for r in result.records]
-            done = [r for r in result.records if not r["diverged"]]
-            best = min(done, key=lambda r: r["final_loss"]) if done else None
-            log(
-                f"{parametrization:>11} width {width:>4}: {len(result.records)} runs in "
-                f"{time.perf_counter() - t0:.1f} s, {len(result.records) - len(done)} diverged, best "
-                + (f"lr {best['learning_rate']:.3g} loss {best['final_loss']:.4f}" if best else "none")
-            )
-            save_records(
-                records, os.path.join(args.out, "results.json"), os.path.join(args.out, "results.csv")
-            )
+    for cell in cells(args):
+        setting = build_setting(args, cell)
+        t0 = time.perf_counter()
+        result = run_sweep(
+            setting.init_params,
+            setting.loss_fn,
+            setting.optimizer_fn,
+            members,
+            BatchIterator(corpus.train, seq_len=args.seq_len, batch_size=args.batch_size, seed=0),
+            args.steps,
+            eval_batches=lambda: held_out,
+            steps_per_call=min(args.steps_per_call, args.steps),
+            probe_fn=alignment_probe(setting.apply_fn, held_out[0]["inputs"][:2])
+            if args.log_alignment
+            else None,
+        )
+        records += [_record(args, cell, r) for r in result.records]
+        done = [r for r in result.records if not r["diverged"]]
+        best = min(done, key=lambda r: r["final_loss"]) if done else None
+        log(
+            f"{recipe_label(cell.parametrization, cell.depth_rule):>20} width {cell.width:>4} depth "
+            f"{cell.depth:>3}: {len(result.records)} runs in {time.perf_counter() - t0:.1f} s, "
+            f"{len(result.records) - len(done)} diverged, best "
+            + (f"lr {best['learning_rate']:.3g} loss {best['final_loss']:.4f}" if best else "none")
+        )
+        save_records(records, os.path.join(args.out, "results.json"), os.path.join(args.out, "results.csv"))
     write_summary(records, args.out, title=_title(args), log=log)
     return records
+
+
+def cells(args: Args) -> list[Cell]:
+    """Every (parametrization, depth rule, depth, width) of the grid, in that nesting order."""
+    return [
+        Cell(p, rule, width, depth)
+        for p in args.parametrizations
+        for rule in args.depth_rules
+        for depth in args.depths
+        for width in args.widths
+    ]
+
+
+def recipe_label(parametrization: str, depth_rule: str) -> str:
+    """``"mup"`` for width-only rules, ``"mup+completep"`` with a depth rule."""
+    return parametrization if depth_rule == "none" else f"{parametrization}+{depth_rule}"
 
 
 def write_summary(
     records: Sequence[dict[str, Any]], out: str, title: str = "", log: Callable[[str], None] = print
 ) -> str:
-    """The optimal-LR table (printed, ``optimal_lr.txt`` / ``.json``) and ``lr_transfer.png``."""
-    from paramlab.diagnostics import lr_sensitivity_table
-    from paramlab.sweep import format_table, optimal_settings, optimum_shift, strict_json
-    from paramlab.sweep.plots import plot_lr_transfer
+    """The optimal-LR table (printed, ``optimal_lr.txt`` / ``.json``), ``lr_transfer.png`` and, with
+    several depths, ``optimal_lr.png``.
 
-    group = ("parametrization", "width")
+    Records without ``depth_rule`` / ``depth`` (width-only runs) count as depth rule ``"none"`` at one
+    depth. Shifts are in grid steps: across widths at each depth, across depths at each width, and
+    over the whole width x depth grid of a recipe.
+    """
+    from paramlab.diagnostics import lr_sensitivity_table
+    from paramlab.sweep import format_table, optimal_settings, strict_json
+    from paramlab.sweep.plots import plot_lr_transfer, plot_optimum
+
+    records = [_with_recipe(r) for r in records]
+    group = ("recipe", "width", "depth")
     table = optimal_settings(records, group_by=group)
     sensitivity = {
         tuple(r[k] for k in group): r["lr_sensitivity"] for r in lr_sensitivity_table(records, group)
     }
     for row in table:
         row["lr_sensitivity"] = sensitivity[tuple(row[k] for k in group)]
-    shifts = optimum_shift(table, family=("parametrization",))
-    columns = [
-        "parametrization",
-        "width",
-        "best_lr",
-        "lr_index",
-        "best_final_loss",
-        "lr_sensitivity",
-        "at_grid_edge",
-        "n_diverged",
-    ]
-    widths = {r["width"] for r in records}
-    shift_text = (
-        "optimum shift across widths: n/a (one width; give several widths to measure a shift)"
-        if len(widths) < 2
-        else "optimum shift across widths (grid steps): "
-        + ", ".join(f"{k[0]}: {'-' if v is None else v}" for k, v in shifts.items())
-    )
-    edges = [f"{r['parametrization']} width {r['width']}" for r in table if r["at_grid_edge"]]
+    widths, depths = sorted({r["width"] for r in records}), sorted({r["depth"] for r in records})
+    shifts = _shifts(table, widths, depths)
+    columns = ["recipe", "width", "depth", "best_learning_rate", "learning_rate_index", "best_final_loss"]
+    columns += ["lr_sensitivity", "at_grid_edge", "n_diverged"]
+    edges = [_cell_label(r) for r in table if r["at_grid_edge"]]
     edge_text = (
         "best LR at the edge of the grid (the optimum may lie outside it; extend the grid): "
         + ", ".join(edges)
         if edges
         else "every best LR is inside the grid"
     )
-    text = "\n".join([title, format_table(table, columns), "", shift_text, edge_text])
+    text = "\n".join([title, format_table(table, columns), "", *_shift_lines(shifts), edge_text])
     with open(os.path.join(out, "optimal_lr.txt"), "w") as f:
         f.write(text + "\n")
-    summary = {
-        "optimal": table,
-        "shift_grid_steps": {k[0]: v for k, v in shifts.items()},
-        "at_grid_edge": edges,
-    }
+    summary = {"optimal": table, "shift_grid_steps": shifts, "at_grid_edge": edges}
     with open(os.path.join(out, "optimal_lr.json"), "w") as f:
         json.dump(strict_json(summary), f, indent=1, allow_nan=False)
-    plot_lr_transfer(records, os.path.join(out, "lr_transfer.png"), title=title)
+    line_key = "width" if len(depths) == 1 else "depth" if len(widths) == 1 else "size"
+    plot_lr_transfer(
+        records, os.path.join(out, "lr_transfer.png"), panel_key="recipe", line_key=line_key, title=title
+    )
+    if len(depths) > 1:
+        plot_optimum(table, os.path.join(out, "optimal_lr.png"), x="depth", line_key="width", title=title)
     log(text)
     return text
+
+
+def _cell_label(row: dict[str, Any]) -> str:
+    depth = "" if row["depth"] is None else f" depth {row['depth']}"
+    return f"{row['recipe']} width {row['width']}{depth}"
+
+
+def _with_recipe(record: dict[str, Any]) -> dict[str, Any]:
+    rule, depth = record.get("depth_rule", "none"), record.get("depth")
+    label = recipe_label(record["parametrization"], rule)
+    return {
+        **record,
+        "depth_rule": rule,
+        "depth": depth,
+        "recipe": label,
+        "size": f"{record['width']}x{depth}",
+    }
+
+
+def _shifts(table: Sequence[dict[str, Any]], widths: list[int], depths: list[int]) -> dict[str, Any]:
+    """``{"across_widths": {recipe: {depth: steps}}, "across_depths": {recipe: {width: steps}},
+    "grid": {recipe: steps}}`` (``None`` where there is one point or a cell diverged everywhere)."""
+    from paramlab.sweep import optimum_shift
+
+    def nested(family: tuple[str, str]) -> dict[str, dict[int, int | None]]:
+        out: dict[str, dict[int, int | None]] = {}
+        for (recipe, key), value in optimum_shift(table, family=family, x="learning_rate").items():
+            out.setdefault(recipe, {})[key] = value
+        return out
+
+    shifts: dict[str, Any] = {}
+    if len(widths) > 1:
+        shifts["across_widths"] = nested(("recipe", "depth"))
+    if len(depths) > 1:
+        shifts["across_depths"] = nested(("recipe", "width"))
+    if len(widths) > 1 and len(depths) > 1:
+        shifts["grid"] = {
+            k[0]: v for k, v in optimum_shift(table, family=("recipe",), x="learning_rate").items()
+        }
+    return shifts
+
+
+def _shift_lines(shifts: dict[str, Any]) -> list[str]:
+    if not shifts:
+        return ["optimum shift: n/a (one width and one depth; give several to measure a shift)"]
+    fmt = lambda v: "-" if v is None else str(v)
+    lines = []
+    for kind, over in (("across_widths", "depth"), ("across_depths", "width")):
+        for recipe, by in shifts.get(kind, {}).items():
+            cells = ", ".join(f"{over} {k}: {fmt(v)}" for k, v in sorted(by.items()))
+            lines.append(f"optimum shift {kind.replace('_', ' ')} (grid steps), {recipe}: {cells}")
+    for recipe, value in shifts.get("grid", {}).items():
+        lines.append(f"optimum shift over the width x depth grid (grid steps), {recipe}: {fmt(value)}")
+    return lines
 
 
 def _title(args: Args) -> str:
     return (
         f"{args.optimizer}{cli.eps_label(args.optimizer, args.eps, args.eps_mode)}, "
-        f"alignment={args.alignment}, base width {args.base_width}, "
-        f"{args.n_layers} layers, {args.steps} steps x {args.batch_size}x{args.seq_len} bytes, "
+        f"alignment={args.alignment}, base width {args.base_width}, base depth {args.base_depth}"
+        + (f" (completep alpha {args.depth_alpha:g})" if "completep" in args.depth_rules else "")
+        + f", {args.steps} steps x {args.batch_size}x{args.seq_len} bytes, "
         f"{args.seeds} seed(s)"
     )
 
@@ -333,8 +458,9 @@ def _title(args: Args) -> str:
 def main(config: ml_collections.ConfigDict, paths: dict[str, str]) -> None:
     """Validate, fail fast on a combination paramlab lacks, then run every sweep."""
     args = parse_args(config, paths)
-    for parametrization in args.parametrizations:
-        build_setting(args, parametrization, args.widths[-1]).optimizer_fn(args.lrs[0])
+    for cell in cells(args):
+        if cell.width == args.widths[-1] and cell.depth == args.depths[-1]:
+            build_setting(args, cell).optimizer_fn(args.lrs[0])
     run(args)
 
 

@@ -1,8 +1,8 @@
-"""``experiments.lr_transfer``: does the learning rate transfer across width? Every key, documented.
+"""``experiments.lr_transfer``: does the learning rate transfer across width and depth? Every key.
 
 ``python -m experiments.lr_transfer --out=runs/lr_transfer [--config.<key>=<value> ...]``; list keys
 are comma-separated strings (``--config.widths=64,128,256``). Width is ``d_model``; ``d_ff`` is
-``ff_ratio * d_model`` and heads grow at fixed ``d_head``.
+``ff_ratio * d_model`` and heads grow at fixed ``d_head``. Depth is the number of Transformer blocks.
 """
 
 import ml_collections
@@ -19,11 +19,17 @@ def get_config() -> ml_collections.ConfigDict:
     c.eps = 1e-8  # Adam epsilon (at the base width with eps_mode="per_layer")
     c.widths = "64,128,256,512"  # d_model values (narrower than base_width is allowed)
     c.base_width = 64  # the width at which every parametrization equals SP
+    c.depths = "2"  # numbers of Transformer blocks (shallower than base_depth is allowed)
+    c.base_depth = 2  # the depth at which every depth rule equals "none"; <= the largest depth
+    # depth rules (paramlab.parametrization.DEPTH_RULES): "none" (width rules only), "depth_mup"
+    # (branches r_L^-1/2), "completep" (branches r_L^-alpha); each is run for every parametrization
+    c.depth_rule = "none"
+    c.depth_alpha = 1.0  # CompleteP's alpha in [0.5, 1] (only "completep" reads it)
+    c.scan_layers = False  # nn.scan over the blocks: compile time independent of depth
     c.learning_rates = ""  # the LR grid as a list; "" = learning_rate_grid
     c.learning_rate_grid = "1e-4,0.1,2"  # min,max,factor: min, min*factor, ... <= max
     c.steps = 200  # optimizer steps per run
     c.seeds = 1  # initialization seeds per learning rate (0, 1, ...)
-    c.n_layers = 2  # Transformer blocks
     c.d_head = 16  # per-head width (fixed; heads = width / d_head)
     c.ff_ratio = 4  # d_ff = ff_ratio * width
     c.seq_len = 64  # bytes per training sequence

@@ -44,7 +44,7 @@ def lr_sensitivity(losses: Sequence[float], loss_init: float) -> float:
 def lr_sensitivity_table(
     records: Sequence[Mapping[str, Any]],
     group_by: Sequence[str],
-    x: str = "lr",
+    x: str = "learning_rate",
     y: str = "final_loss",
     y_init: str = "initial_loss",
 ) -> list[dict[str, Any]]:

@@ -17,7 +17,7 @@ import numpy as np
 from paramlab.optim.common import sort_key
 from paramlab.sweep.results import mean_over_seeds
 
-__all__ = ["plot_lr_transfer"]
+__all__ = ["plot_lr_transfer", "plot_optimum"]
 
 
 def plot_lr_transfer(
@@ -26,7 +26,7 @@ def plot_lr_transfer(
     *,
     panel_key: str = "parametrization",
     line_key: str = "width",
-    x: str = "lr",
+    x: str = "learning_rate",
     y: str = "final_loss",
     title: str = "",
     y_max: float | None = None,
@@ -72,6 +72,53 @@ def plot_lr_transfer(
         ax.set_title(f"{panel_key}={panel}")
         ax.set_xlabel(x)
         ax.set_ylabel(y)
+        ax.grid(alpha=0.3)
+        if i == 0:
+            ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(os.fspath(path), dpi=90)
+
+
+def plot_optimum(
+    table: Sequence[Mapping[str, Any]],
+    path: str | os.PathLike,
+    *,
+    x: str = "depth",
+    line_key: str = "width",
+    panel_key: str = "recipe",
+    best: str = "best_learning_rate",
+    title: str = "",
+) -> None:
+    """Save the best learning rate against ``x`` (log 2 axes), one line per ``line_key``, one panel
+    per ``panel_key``, from the rows of :func:`~paramlab.sweep.optimal_settings` (a row whose every
+    run diverged, ``best`` ``None``, is left out)."""
+    from matplotlib import colormaps
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    rows = [r for r in table if r.get(best) is not None]
+    if not rows:
+        raise ValueError(f"plot_optimum: no row has a {best}.")
+    panels = sorted({r[panel_key] for r in rows}, key=lambda v: sort_key((v,)))
+    lines = sorted({r[line_key] for r in rows}, key=lambda v: sort_key((v,)))
+    fig = Figure(figsize=(4.2 * len(panels), 3.4))
+    FigureCanvasAgg(fig)
+    colors = colormaps["viridis"](np.linspace(0.0, 0.9, max(len(lines), 1)))
+    ax0 = None
+    for i, panel in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), i + 1, sharey=ax0)
+        ax0 = ax0 or ax
+        for color, line in zip(colors, lines):
+            points = sorted((r[x], r[best]) for r in rows if r[panel_key] == panel and r[line_key] == line)
+            if points:
+                ax.plot(*zip(*points), "o-", color=color, label=f"{line_key}={line}")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log", base=2)
+        ax.set_title(f"{panel_key}={panel}")
+        ax.set_xlabel(x)
+        ax.set_ylabel(best)
         ax.grid(alpha=0.3)
         if i == 0:
             ax.legend(fontsize=7)

@@ -86,7 +86,7 @@ def mean_over_seeds(
 def optimal_settings(
     records: Sequence[Mapping[str, Any]],
     group_by: Sequence[str],
-    x: str = "lr",
+    x: str = "learning_rate",
     y: str = "final_loss",
 ) -> list[dict[str, Any]]:
     """The best ``x`` per group: one row per distinct ``group_by`` value, sorted by it.
@@ -124,7 +124,7 @@ def optimal_settings(
 
 
 def optimum_shift(
-    rows: Sequence[Mapping[str, Any]], family: Sequence[str], x: str = "lr"
+    rows: Sequence[Mapping[str, Any]], family: Sequence[str], x: str = "learning_rate"
 ) -> dict[tuple, int | None]:
     """How many grid steps the optimum moves within each family (e.g. across widths).
 

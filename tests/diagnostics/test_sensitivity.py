@@ -34,11 +34,15 @@ def test_table_averages_seeds_and_groups():
     # width 64: seeds average to (2, 3) at lr (0.1, 0.2); L0 = 4  -> mean 2.5 - best 2 = 0.5
     for seed, losses in ((0, (1.5, 3.5)), (1, (2.5, 2.5))):
         for lr, loss in zip((0.1, 0.2), losses):
-            rows.append({"width": 64, "lr": lr, "seed": seed, "final_loss": loss, "initial_loss": 4.0})
+            rows.append(
+                {"width": 64, "learning_rate": lr, "seed": seed, "final_loss": loss, "initial_loss": 4.0}
+            )
     # width 128: seed 1 diverges at lr 0.2 -> that point is inf -> clipped to L0 = 5: (1, 5) -> 3 - 1 = 2
     for seed, losses in ((0, (1.0, 2.0)), (1, (1.0, math.inf))):
         for lr, loss in zip((0.1, 0.2), losses):
-            rows.append({"width": 128, "lr": lr, "seed": seed, "final_loss": loss, "initial_loss": 5.0})
+            rows.append(
+                {"width": 128, "learning_rate": lr, "seed": seed, "final_loss": loss, "initial_loss": 5.0}
+            )
     table = lr_sensitivity_table(rows, group_by=("width",))
     assert [r["width"] for r in table] == [64, 128]
     assert table[0]["lr_sensitivity"] == pytest.approx(0.5)

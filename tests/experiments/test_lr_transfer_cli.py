@@ -17,7 +17,8 @@ TINY = [
     "--config.widths=16,32",
     "--config.base_width=16",
     "--config.d_head=8",
-    "--config.n_layers=1",
+    "--config.depths=1",
+    "--config.base_depth=1",
     "--config.seq_len=8",
     "--config.batch_size=2",
     "--config.steps=4",
@@ -61,11 +62,11 @@ def test_tiny_run_writes_results_plot_and_table(tmp_path):
     with open(out / "results.json") as f:
         assert json.load(f, parse_constant=_refuse) == strict_json(records)
     assert len(records) == 2 * 2 * 2 * 2  # parametrizations x widths x lrs x seeds
-    keys = {"parametrization", "optimizer", "width", "lr", "seed", "final_loss", "diverged"}
+    keys = {"parametrization", "optimizer", "width", "learning_rate", "seed", "final_loss", "diverged"}
     assert all(keys <= set(r) for r in records)
     assert {r["parametrization"] for r in records} == {"sp_global", "mup"}
     assert {r["width"] for r in records} == {16, 32}
-    assert sorted({r["lr"] for r in records}) == pytest.approx([1e-3, 2e-3])
+    assert sorted({r["learning_rate"] for r in records}) == pytest.approx([1e-3, 2e-3])
     assert {r["seed"] for r in records} == {0, 1}
     for r in records:
         assert r["optimizer"] == "adam"
@@ -73,11 +74,61 @@ def test_tiny_run_writes_results_plot_and_table(tmp_path):
     assert (out / "results.csv").exists()
     assert (out / "lr_transfer.png").stat().st_size > 1000
     table = (out / "optimal_lr.txt").read_text()
-    assert "best_lr" in table and "optimum shift" in table
-    assert any("best_lr" in line for line in lines)
+    assert "best_learning_rate" in table and "optimum shift" in table
+    assert any("best_learning_rate" in line for line in lines)
     with open(out / "optimal_lr.json") as f:
         optimal = json.load(f)
-    assert len(optimal["optimal"]) == 4 and set(optimal["shift_grid_steps"]) == {"sp_global", "mup"}
+    assert len(optimal["optimal"]) == 4
+    assert set(optimal["shift_grid_steps"]) == {"across_widths"}
+    assert set(optimal["shift_grid_steps"]["across_widths"]) == {"sp_global", "mup"}
+    assert {r["depth"] for r in records} == {1} and {r["depth_rule"] for r in records} == {"none"}
+
+
+def test_depth_grid_records_width_depth_and_rule(tmp_path):
+    config = _tiny_config(
+        parametrization="mup",
+        widths="16",
+        depths="1,2",
+        depth_rule="none,completep",
+        learning_rates="1e-3,4e-3",
+    )
+    records = lr_transfer.run(lr_transfer.parse_args(config, {"out": str(tmp_path), "data": ""}), log=print)
+    assert len(records) == 2 * 2 * 2  # rules x depths x lrs
+    assert {(r["depth_rule"], r["depth"]) for r in records} == {
+        (a, d) for a in ("none", "completep") for d in (1, 2)
+    }
+    assert all(r["width"] == 16 and math.isfinite(r["final_loss"]) for r in records)
+    with open(tmp_path / "optimal_lr.json") as f:
+        shifts = json.load(f)["shift_grid_steps"]
+    assert set(shifts) == {"across_depths"} and set(shifts["across_depths"]) == {"mup", "mup+completep"}
+    assert (tmp_path / "optimal_lr.png").stat().st_size > 1000
+    # at the base depth the depth rule changes nothing: the same losses bit for bit
+    base = {(r["depth_rule"], r["learning_rate"]): r["final_loss"] for r in records if r["depth"] == 1}
+    assert all(base[("completep", lr)] == base[("none", lr)] for lr in (1e-3, 4e-3))
+
+
+def test_build_setting_gives_the_model_the_plans_branch_multiplier():
+    args = lr_transfer.parse_args(
+        _tiny_config(depths="1,4", depth_rule="depth_mup"), {"out": "x", "data": ""}
+    )
+    setting = lr_transfer.build_setting(args, lr_transfer.Cell("mup", "depth_mup", 16, 4))
+    import jax
+    import jax.numpy as jnp
+
+    params = setting.init_params(jax.random.key(0))
+    assert "block_3" in params
+    tokens = jnp.zeros((1, 8), jnp.int32)
+    expected_args = lr_transfer.parse_args(
+        _tiny_config(depths="4", depth_rule="none"), {"out": "x", "data": ""}
+    )
+    cfg = lr_transfer.model_config(expected_args, 16, 4, branch_multiplier=0.5)  # (4 / 1) ** -1/2
+    import numpy as np
+
+    from paramlab.models import Transformer
+
+    np.testing.assert_allclose(
+        setting.apply_fn(params, tokens), Transformer(cfg).apply({"params": params}, tokens)
+    )
 
 
 def test_log_alignment_adds_each_layers_exponents(tmp_path):
@@ -102,6 +153,11 @@ def test_log_alignment_adds_each_layers_exponents(tmp_path):
         ("learning_rates", "1e-3,-1", "config.learning_rates"),
         ("steps", 0, "config.steps"),
         ("eps_mode", "huge", "config.eps_mode"),
+        ("depths", "", "config.depths"),
+        ("depths", "2,2", "config.depths"),
+        ("depth_rule", "deep", "config.depth_rule"),
+        ("base_depth", 8, "config.base_depth"),
+        ("depth_alpha", 0.3, "config.depth_alpha"),
     ],
 )
 def test_config_values_are_checked(key, value, message):
@@ -148,22 +204,22 @@ def test_alignment_can_be_a_measured_number():
 def test_summary_flags_grid_edges_single_widths_and_writes_strict_json(tmp_path):
     losses = {1e-3: 3.0, 2e-3: 2.0, 4e-3: math.inf}  # the largest LR diverged: the best is inside
     records = [
-        {"parametrization": "mup", "width": 64, "lr": lr, "seed": 0, "final_loss": loss, "initial_loss": 5.5,
-         "diverged": not math.isfinite(loss)}
+        {"parametrization": "mup", "width": 64, "learning_rate": lr, "seed": 0, "final_loss": loss,
+         "initial_loss": 5.5, "diverged": not math.isfinite(loss)}
         for lr, loss in losses.items()
     ] + [
-        {"parametrization": "sp", "width": 64, "lr": lr, "seed": 0, "final_loss": 4.0 - i,
+        {"parametrization": "sp", "width": 64, "learning_rate": lr, "seed": 0, "final_loss": 4.0 - i,
          "initial_loss": 5.5, "diverged": False}
         for i, lr in enumerate(losses)
     ]  # fmt: skip
     text = lr_transfer.write_summary(records, str(tmp_path), log=lambda line: None)
-    assert "n/a (one width" in text
+    assert "n/a (one width and one depth" in text
     assert "best LR at the edge of the grid" in text and "sp width 64" in text and "mup width 64" not in text
     with open(tmp_path / "optimal_lr.json") as f:
         summary = json.load(f, parse_constant=_refuse)
     assert summary["at_grid_edge"] == ["sp width 64"]
-    assert {r["parametrization"]: r["at_grid_edge"] for r in summary["optimal"]} == {"mup": False, "sp": True}
-    assert summary["shift_grid_steps"] == {"mup": None, "sp": None}
+    assert {r["recipe"]: r["at_grid_edge"] for r in summary["optimal"]} == {"mup": False, "sp": True}
+    assert summary["shift_grid_steps"] == {}
 
 
 def test_out_that_is_a_file_is_one_line_exit_2(tmp_path):

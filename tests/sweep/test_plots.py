@@ -16,8 +16,8 @@ def test_writes_png(tmp_path):
             for lr in (0.01, 0.02, 0.04):
                 loss = math.inf if lr == 0.04 and width == 32 else 2.0 + (math.log2(lr) + 6) ** 2 / width
                 rows.append(
-                    {"parametrization": param, "width": width, "lr": lr, "seed": 0, "final_loss": loss,
-                     "initial_loss": 5.5}
+                    {"parametrization": param, "width": width, "learning_rate": lr, "seed": 0,
+                     "final_loss": loss, "initial_loss": 5.5}
                 )  # fmt: skip
     path = tmp_path / "lr.png"
     plot_lr_transfer(rows, path, title="test")

@@ -29,7 +29,7 @@ def _records():
                     {
                         "parametrization": "mup",
                         "width": width,
-                        "lr": lr,
+                        "learning_rate": lr,
                         "seed": seed,
                         "final_loss": loss + 0.1 * seed,
                         "diverged": not math.isfinite(loss),
@@ -62,7 +62,7 @@ def test_missing_file_and_bad_content(tmp_path):
 def test_mean_over_seeds_and_diverged_seed_is_inf():
     rows = _records()
     rows[0]["final_loss"] = math.inf  # width 64, lr 0.01, seed 0
-    means = mean_over_seeds(rows, ("width", "lr"))
+    means = mean_over_seeds(rows, ("width", "learning_rate"))
     assert means[(64, 0.02)] == pytest.approx(2.05)
     assert means[(64, 0.01)] == math.inf
     with pytest.raises(ValueError, match="lacks the keys"):
@@ -71,7 +71,10 @@ def test_mean_over_seeds_and_diverged_seed_is_inf():
 
 def test_optimal_settings_and_shift():
     table = optimal_settings(_records(), group_by=("parametrization", "width"))
-    assert [(r["width"], r["best_lr"], r["lr_index"], r["n_diverged"], r["n_grid"]) for r in table] == [
+    assert [
+        (r["width"], r["best_learning_rate"], r["learning_rate_index"], r["n_diverged"], r["n_grid"])
+        for r in table
+    ] == [
         (64, 0.02, 1, 1, 4),
         (128, 0.01, 0, 1, 3),
     ]
@@ -80,10 +83,10 @@ def test_optimal_settings_and_shift():
 
 
 def test_all_diverged_group_has_no_optimum():
-    rows = [{"width": 8, "lr": lr, "seed": 0, "final_loss": math.inf} for lr in (0.1, 0.2)]
-    rows.append({"width": 16, "lr": 0.1, "seed": 0, "final_loss": 1.0})
+    rows = [{"width": 8, "learning_rate": lr, "seed": 0, "final_loss": math.inf} for lr in (0.1, 0.2)]
+    rows.append({"width": 16, "learning_rate": 0.1, "seed": 0, "final_loss": 1.0})
     table = optimal_settings(rows, group_by=("width",))
-    assert table[0]["best_lr"] is None and table[0]["best_final_loss"] == math.inf
+    assert table[0]["best_learning_rate"] is None and table[0]["best_final_loss"] == math.inf
     assert optimum_shift(table, family=()) == {(): None}
 
 
