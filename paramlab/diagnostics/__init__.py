@@ -15,6 +15,12 @@ from paramlab.diagnostics.coord_check import (
     coord_check_summary,
     loglog_slope,
 )
+from paramlab.diagnostics.depth_check import (
+    DEPTH_RECORD_KEYS,
+    depth_check,
+    depth_check_summary,
+    linen_depth_setup,
+)
 from paramlab.diagnostics.grad_scale import (
     EpsilonUnderflowWarning,
     check_epsilon_underflow,
@@ -23,7 +29,7 @@ from paramlab.diagnostics.grad_scale import (
     grad_scale_exponents,
     measure_grad_rms,
 )
-from paramlab.diagnostics.plots import plot_coord_check
+from paramlab.diagnostics.plots import plot_coord_check, plot_depth_check
 from paramlab.diagnostics.sensitivity import lr_sensitivity, lr_sensitivity_table
 from paramlab.diagnostics.setups import (
     intermediates_by_module,

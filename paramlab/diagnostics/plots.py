@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["plot_coord_check"]
+__all__ = ["plot_coord_check", "plot_depth_check"]
 
 
 def plot_coord_check(
@@ -101,3 +101,39 @@ def _log_limits(values: Sequence[float], min_octaves: float) -> tuple[float, flo
     lo, hi = np.log2(min(values)), np.log2(max(values))
     pad = max(0.1 * (hi - lo), 0.5 * (min_octaves - (hi - lo)), 0.0)
     return float(2 ** (lo - pad)), float(2 ** (hi + pad))
+
+
+def plot_depth_check(records: Sequence[Mapping[str, Any]], path: str | os.PathLike, title: str = "") -> None:
+    """Save the depth coordinate check (:func:`~paramlab.diagnostics.depth_check`) as a PNG: the last
+    block's ``rms`` and ``delta_rms`` and the mean per-block ``update_rms`` against depth (log-log),
+    one line per label."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from paramlab.diagnostics.depth_check import depth_check_summary
+
+    rows = depth_check_summary(records)
+    if not rows:
+        raise ValueError("plot_depth_check: records is empty.")
+    panels = (
+        ("final_rms", "last block: RMS(h) at init"),
+        ("final_delta_rms", "last block: RMS(h(T) - h(0))"),
+        ("mean_update_rms", "per block: RMS of its own update (mean)"),
+    )
+    fig = Figure(figsize=(4.2 * len(panels), 3.6))
+    FigureCanvasAgg(fig)
+    for i, (key, label) in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), i + 1)
+        for row in rows:
+            slope = row[{"final_rms": "rms_slope", "final_delta_rms": "delta_slope"}.get(key, "update_slope")]
+            ax.plot(row["depths"], row[key], "o-", label=f"{row['label']} (slope {slope:.2f})")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log", base=2)
+        ax.set_xlabel("depth (blocks)")
+        ax.set_title(label, fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(os.fspath(path), dpi=90)

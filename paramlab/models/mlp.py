@@ -160,15 +160,16 @@ def _dense(features: int, name: str, zero: bool = False) -> nn.Dense:
     return nn.Dense(features, use_bias=False, kernel_init=kernel_init((0,), (1,), zero=zero), name=name)
 
 
-class _Branch(nn.Module):
-    """One residual branch ``fc_out(act(fc_in(h)))``."""
+class _ResidualBlock(nn.Module):
+    """One block ``h + m fc_out(act(fc_in(h)))``: its output is the residual stream."""
 
     config: ResidualMLPConfig
 
     @nn.compact
     def __call__(self, h: jax.Array) -> jax.Array:
         cfg = self.config
-        return _dense(cfg.width, "fc_out")(activation_fn(cfg.activation)(_dense(cfg.width, "fc_in")(h)))
+        f = _dense(cfg.width, "fc_out")(activation_fn(cfg.activation)(_dense(cfg.width, "fc_in")(h)))
+        return h + (f if cfg.branch_multiplier == 1.0 else cfg.branch_multiplier * f)
 
 
 class ResidualMLP(nn.Module):
@@ -187,8 +188,7 @@ class ResidualMLP(nn.Module):
         _check_input(x, cfg)
         h = _dense(cfg.width, "embed")(x)
         for i in range(cfg.depth):
-            f = _Branch(cfg, name=f"block_{i}")(h)
-            h = h + (f if cfg.branch_multiplier == 1.0 else cfg.branch_multiplier * f)
+            h = _ResidualBlock(cfg, name=f"block_{i}")(h)
         y = _dense(cfg.out_dim, "readout", cfg.zero_init_readout)(h)
         chex.assert_axis_dimension(y, -1, cfg.out_dim)
         return y

@@ -1,0 +1,91 @@
+"""Depth coordinate check on a residual MLP: the last block's feature change is flat in depth under
+depth-muP and CompleteP, grows without a depth rule; CompleteP's per-block update is ~1/L; the
+measurements match a numpy recomputation; bad input is named."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from paramlab.diagnostics import depth_check, depth_check_summary, linen_depth_setup, plot_depth_check
+from paramlab.models import ResidualMLP, ResidualMLPConfig
+from paramlab.parametrization import Parametrization
+
+X = jax.random.normal(jax.random.key(0), (32, 8))
+Y = jax.random.normal(jax.random.key(1), (32, 4))
+DEPTHS = [2, 8]
+
+
+def _make(width, depth, branch_multiplier):
+    return ResidualMLP(ResidualMLPConfig(8, width, 4, depth=depth, branch_multiplier=branch_multiplier))
+
+
+def _mse(out, targets):
+    return jnp.mean((out - targets) ** 2)
+
+
+@functools.cache
+def _summary(rule: str) -> dict:
+    setup = linen_depth_setup(
+        _make, Parametrization("mup", "adam", depth_rule=rule), X, _mse, width=32, base_depth=2
+    )
+    records = depth_check(setup, DEPTHS, (X, Y), steps=4, learning_rate=1e-2, label=rule)
+    return depth_check_summary(records)[0]
+
+
+def test_depth_rules_keep_the_feature_change_flat_and_width_only_mup_does_not():
+    none, depth_mup, completep = (_summary(rule) for rule in ("none", "depth_mup", "completep"))
+    assert none["delta_slope"] > 0.5  # width-only muP: the last block's change grows with depth
+    assert abs(depth_mup["delta_slope"]) < 0.3
+    assert abs(completep["delta_slope"]) < 0.4
+    assert completep["update_slope"] < -0.8  # every block contributes ~1/L
+    assert depth_mup["update_slope"] < -0.3  # ~1/sqrt(L)
+    # init: without a rule the stream grows with depth; 1/sqrt(L) branches keep it flat; 1/L branches
+    # shrink the blocks' share, so it falls toward the embedding's
+    assert none["rms_slope"] > 0.5 and abs(depth_mup["rms_slope"]) < 0.3 and completep["rms_slope"] <= 0
+
+
+def test_measurements_match_numpy_at_zero_learning_rate_and_by_hand():
+    """At learning rate 0 nothing moves; the init RMS per block is recomputed in numpy."""
+    setup = linen_depth_setup(
+        _make, Parametrization("mup", "adam", depth_rule="completep"), X, _mse, width=32, base_depth=2
+    )
+    records = depth_check(setup, [4], (X, Y), steps=2, learning_rate=0.0)
+    assert all(r["delta_rms"] == 0.0 and r["update_rms"] == 0.0 for r in records)
+    params = setup(4).init(jax.random.key(0))
+    w = jax.tree.map(np.asarray, params)
+    h = np.asarray(X) @ w["embed"]["kernel"]
+    for i, record in enumerate(records):
+        block = w[f"block_{i}"]
+        h = h + 0.5 * (
+            np.maximum(h @ block["fc_in"]["kernel"], 0) @ block["fc_out"]["kernel"]
+        )  # m = (4/2)^-1
+        np.testing.assert_allclose(record["rms"], np.sqrt(np.mean(h**2)), rtol=1e-5)
+
+
+def test_plot_is_written(tmp_path):
+    setup = linen_depth_setup(_make, Parametrization("mup", "adam"), X, _mse, width=32, base_depth=2)
+    plot_depth_check(depth_check(setup, [2, 4], (X, Y), steps=2, label="mup"), tmp_path / "depth.png")
+    assert (tmp_path / "depth.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        (dict(depths=[2, 2]), "depths"),
+        (dict(steps=0), "steps"),
+        (dict(learning_rate=float("nan")), "learning_rate"),
+    ],
+)
+def test_bad_arguments_are_named(kwargs, match):
+    setup = linen_depth_setup(_make, Parametrization("mup", "adam"), X, _mse, width=32, base_depth=2)
+    with pytest.raises(ValueError, match=match):
+        depth_check(setup, **{"depths": [2], "batch": (X, Y), **kwargs})
+
+
+def test_a_model_without_the_named_blocks_is_an_error():
+    setup = linen_depth_setup(_make, Parametrization("mup", "adam"), X, _mse, width=32, base_depth=2)
+    with pytest.raises(ValueError, match="recorded no output for modules"):
+        depth_check(setup, [2], (X, Y), block_prefix="layer_")
