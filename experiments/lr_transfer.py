@@ -15,24 +15,26 @@ Writes to ``--out`` (``--data``: a text file or directory instead of the embedde
 and seed: ``final_loss`` is the held-out loss in nats per byte, ``inf`` if diverged; with
 ``log_alignment`` also ``alignment/<alpha|omega|u>/<layer>``), ``lr_transfer.png`` (loss against LR),
 ``optimal_lr.png`` (the best LR against depth, with several depths) and ``optimal_lr.txt`` / ``.json``
-(the best LR per cell, its shift in grid steps across widths, across depths and over the whole
-width x depth grid, the LR sensitivity). Exit codes: 0 done; 2 a bad flag or config value (one line
+(per cell the best LR with its seed spread and fitted optimum, the loss at the LR transferred from the
+smallest cell, the shifts in grid steps across widths, across depths and over the whole width x
+depth grid: :mod:`experiments.lr_transfer_summary`); ``--results=<results.json>`` rewrites those
+from an earlier run's records without training. Exit codes: 0 done; 2 a bad flag or config value (one line
 on stderr).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import ml_collections
 
 from experiments import cli
+from experiments.lr_transfer_summary import recipe_label, write_summary
 
 PROGRAM = "experiments.lr_transfer"
 _POSITIVE = ("steps", "seeds", "base_width", "base_depth", "d_head", "ff_ratio", "seq_len", "batch_size")
@@ -337,114 +339,6 @@ def cells(args: Args) -> list[Cell]:
     ]
 
 
-def recipe_label(parametrization: str, depth_rule: str) -> str:
-    """``"mup"`` for width-only rules, ``"mup+completep"`` with a depth rule."""
-    return parametrization if depth_rule == "none" else f"{parametrization}+{depth_rule}"
-
-
-def write_summary(
-    records: Sequence[dict[str, Any]], out: str, title: str = "", log: Callable[[str], None] = print
-) -> str:
-    """The optimal-LR table (printed, ``optimal_lr.txt`` / ``.json``), ``lr_transfer.png`` and, with
-    several depths, ``optimal_lr.png``.
-
-    Records without ``depth_rule`` / ``depth`` (width-only runs) count as depth rule ``"none"`` at one
-    depth. Shifts are in grid steps: across widths at each depth, across depths at each width, and
-    over the whole width x depth grid of a recipe.
-    """
-    from paramlab.diagnostics import lr_sensitivity_table
-    from paramlab.sweep import format_table, optimal_settings, strict_json
-    from paramlab.sweep.plots import plot_lr_transfer, plot_optimum
-
-    records = [_with_recipe(r) for r in records]
-    group = ("recipe", "width", "depth")
-    table = optimal_settings(records, group_by=group)
-    sensitivity = {
-        tuple(r[k] for k in group): r["lr_sensitivity"] for r in lr_sensitivity_table(records, group)
-    }
-    for row in table:
-        row["lr_sensitivity"] = sensitivity[tuple(row[k] for k in group)]
-    widths, depths = sorted({r["width"] for r in records}), sorted({r["depth"] for r in records})
-    shifts = _shifts(table, widths, depths)
-    columns = ["recipe", "width", "depth", "best_learning_rate", "learning_rate_index", "best_final_loss"]
-    columns += ["lr_sensitivity", "at_grid_edge", "n_diverged"]
-    edges = [_cell_label(r) for r in table if r["at_grid_edge"]]
-    edge_text = (
-        "best LR at the edge of the grid (the optimum may lie outside it; extend the grid): "
-        + ", ".join(edges)
-        if edges
-        else "every best LR is inside the grid"
-    )
-    text = "\n".join([title, format_table(table, columns), "", *_shift_lines(shifts), edge_text])
-    with open(os.path.join(out, "optimal_lr.txt"), "w") as f:
-        f.write(text + "\n")
-    summary = {"optimal": table, "shift_grid_steps": shifts, "at_grid_edge": edges}
-    with open(os.path.join(out, "optimal_lr.json"), "w") as f:
-        json.dump(strict_json(summary), f, indent=1, allow_nan=False)
-    line_key = "width" if len(depths) == 1 else "depth" if len(widths) == 1 else "size"
-    plot_lr_transfer(
-        records, os.path.join(out, "lr_transfer.png"), panel_key="recipe", line_key=line_key, title=title
-    )
-    if len(depths) > 1:
-        plot_optimum(table, os.path.join(out, "optimal_lr.png"), x="depth", line_key="width", title=title)
-    log(text)
-    return text
-
-
-def _cell_label(row: dict[str, Any]) -> str:
-    depth = "" if row["depth"] is None else f" depth {row['depth']}"
-    return f"{row['recipe']} width {row['width']}{depth}"
-
-
-def _with_recipe(record: dict[str, Any]) -> dict[str, Any]:
-    rule, depth = record.get("depth_rule", "none"), record.get("depth")
-    label = recipe_label(record["parametrization"], rule)
-    return {
-        **record,
-        "depth_rule": rule,
-        "depth": depth,
-        "recipe": label,
-        "size": f"{record['width']}x{depth}",
-    }
-
-
-def _shifts(table: Sequence[dict[str, Any]], widths: list[int], depths: list[int]) -> dict[str, Any]:
-    """``{"across_widths": {recipe: {depth: steps}}, "across_depths": {recipe: {width: steps}},
-    "grid": {recipe: steps}}`` (``None`` where there is one point or a cell diverged everywhere)."""
-    from paramlab.sweep import optimum_shift
-
-    def nested(family: tuple[str, str]) -> dict[str, dict[int, int | None]]:
-        out: dict[str, dict[int, int | None]] = {}
-        for (recipe, key), value in optimum_shift(table, family=family, x="learning_rate").items():
-            out.setdefault(recipe, {})[key] = value
-        return out
-
-    shifts: dict[str, Any] = {}
-    if len(widths) > 1:
-        shifts["across_widths"] = nested(("recipe", "depth"))
-    if len(depths) > 1:
-        shifts["across_depths"] = nested(("recipe", "width"))
-    if len(widths) > 1 and len(depths) > 1:
-        shifts["grid"] = {
-            k[0]: v for k, v in optimum_shift(table, family=("recipe",), x="learning_rate").items()
-        }
-    return shifts
-
-
-def _shift_lines(shifts: dict[str, Any]) -> list[str]:
-    if not shifts:
-        return ["optimum shift: n/a (one width and one depth; give several to measure a shift)"]
-    fmt = lambda v: "-" if v is None else str(v)
-    lines = []
-    for kind, over in (("across_widths", "depth"), ("across_depths", "width")):
-        for recipe, by in shifts.get(kind, {}).items():
-            cells = ", ".join(f"{over} {k}: {fmt(v)}" for k, v in sorted(by.items()))
-            lines.append(f"optimum shift {kind.replace('_', ' ')} (grid steps), {recipe}: {cells}")
-    for recipe, value in shifts.get("grid", {}).items():
-        lines.append(f"optimum shift over the width x depth grid (grid steps), {recipe}: {fmt(value)}")
-    return lines
-
-
 def _title(args: Args) -> str:
     return (
         f"{args.optimizer}{cli.eps_label(args.optimizer, args.eps, args.eps_mode)}, "
@@ -456,8 +350,15 @@ def _title(args: Args) -> str:
 
 
 def main(config: ml_collections.ConfigDict, paths: dict[str, str]) -> None:
-    """Validate, fail fast on a combination paramlab lacks, then run every sweep."""
+    """Validate, fail fast on a combination paramlab lacks, then run every sweep; with ``--results``,
+    write the summary of those records to ``--out`` instead of training."""
     args = parse_args(config, paths)
+    if paths.get("results"):
+        from paramlab.sweep import load_records
+
+        os.makedirs(args.out, exist_ok=True)
+        write_summary(load_records(paths["results"]), args.out, title=_title(args))
+        return
     for cell in cells(args):
         if cell.width == args.widths[-1] and cell.depth == args.depths[-1]:
             build_setting(args, cell).optimizer_fn(args.lrs[0])
@@ -469,6 +370,10 @@ if __name__ == "__main__":
         PROGRAM,
         main,
         default_config=cli.config_path("lr_transfer"),
-        path_flags={"out": "Output directory (created if missing).", "data": "A text file or directory."},
+        path_flags={
+            "out": "Output directory (created if missing).",
+            "data": "A text file or directory.",
+            "results": "A results.json / .csv of an earlier run: write its summary to --out, train nothing.",
+        },
         required=("out",),
     )

@@ -9,6 +9,7 @@ from paramlab.sweep.results import (
     save_records,
     strict_json,
 )
+from paramlab.sweep.statistics import fitted_log2_optimum, optimum_statistics
 from paramlab.sweep.vmapped import (
     SweepResult,
     SweepState,

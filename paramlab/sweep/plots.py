@@ -89,11 +89,18 @@ def plot_optimum(
     line_key: str = "width",
     panel_key: str = "recipe",
     best: str = "best_learning_rate",
+    fitted: str | None = None,
+    fitted_log2_std: str | None = None,
     title: str = "",
 ) -> None:
     """Save the best learning rate against ``x`` (log 2 axes), one line per ``line_key``, one panel
     per ``panel_key``, from the rows of :func:`~paramlab.sweep.optimal_settings` (a row whose every
-    run diverged, ``best`` ``None``, is left out)."""
+    run diverged, ``best`` ``None``, is left out).
+
+    With ``fitted`` (e.g. ``"fitted_learning_rate"`` of :func:`~paramlab.sweep.optimum_statistics`),
+    each row's fitted optimum is drawn as a diamond beside the grid optimum, with an error bar of
+    ``2 ** (±fitted_log2_std)`` where that key is given and not ``None``.
+    """
     from matplotlib import colormaps
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -114,6 +121,9 @@ def plot_optimum(
             points = sorted((r[x], r[best]) for r in rows if r[panel_key] == panel and r[line_key] == line)
             if points:
                 ax.plot(*zip(*points), "o-", color=color, label=f"{line_key}={line}")
+            if fitted:
+                members = [r for r in rows if r[panel_key] == panel and r[line_key] == line]
+                _draw_fitted(ax, members, x, fitted, fitted_log2_std, color)
         ax.set_xscale("log", base=2)
         ax.set_yscale("log", base=2)
         ax.set_title(f"{panel_key}={panel}")
@@ -126,6 +136,20 @@ def plot_optimum(
         fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(os.fspath(path), dpi=90)
+
+
+def _draw_fitted(
+    ax: Any, rows: list[Mapping[str, Any]], x: str, fitted: str, log2_std: str | None, color: Any
+) -> None:
+    """Fitted optima as diamonds with multiplicative (log 2) error bars; rows without one are skipped."""
+    rows = [r for r in rows if r.get(fitted) is not None]
+    if not rows:
+        return
+    xs = np.array([r[x] for r in rows], float)
+    ys = np.array([r[fitted] for r in rows], float)
+    spread = np.array([(r.get(log2_std) or 0.0) if log2_std else 0.0 for r in rows], float)
+    error = np.stack([ys - ys * 2.0**-spread, ys * 2.0**spread - ys])
+    ax.errorbar(xs * 1.06, ys, yerr=error, fmt="D", color=color, markersize=4, capsize=2, alpha=0.8)
 
 
 def _draw_curve(ax: Any, curve: list[tuple[float, float]], top: float, color: Any, label: str) -> None:

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from experiments import lr_transfer
@@ -227,3 +228,41 @@ def test_out_that_is_a_file_is_one_line_exit_2(tmp_path):
     proc = _run(f"--out={tmp_path / 'file'}", timeout=60)
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode == 2 and len(lines) == 1 and "--out" in lines[0] and "is not writable" in lines[0]
+
+
+def _depth_records():
+    """mup: best LR 2e-3 at depth 2, 1e-3 at depth 8; two seeds differing by +-0.01."""
+    losses = {2: {1e-3: 2.5, 2e-3: 2.4, 4e-3: 2.6}, 8: {1e-3: 2.2, 2e-3: 2.3, 4e-3: 2.9}}
+    return [
+        {"parametrization": "mup", "depth_rule": "none", "width": 64, "depth": depth,
+         "learning_rate": lr, "seed": seed, "final_loss": loss + (0.01 if seed else -0.01),
+         "initial_loss": 5.5, "diverged": False}
+        for depth, curve in losses.items() for lr, loss in curve.items() for seed in (0, 1)
+    ]  # fmt: skip
+
+
+def test_summary_reports_seed_spread_and_the_loss_at_the_transferred_lr(tmp_path):
+    lr_transfer.write_summary(_depth_records(), str(tmp_path), log=lambda line: None)
+    with open(tmp_path / "optimal_lr.json") as f:
+        rows = {r["depth"]: r for r in json.load(f, parse_constant=_refuse)["optimal"]}
+    assert rows[2]["best_learning_rate"] == pytest.approx(2e-3) and rows[8]["best_learning_rate"] == 1e-3
+    assert rows[8]["best_final_loss_std"] == pytest.approx(np.std([2.19, 2.21], ddof=1))
+    assert rows[8]["transferred_learning_rate"] == pytest.approx(2e-3)  # tuned at the smallest depth
+    assert rows[8]["transferred_final_loss"] == pytest.approx(2.3)
+    assert rows[8]["transfer_excess_percent"] == pytest.approx(100 * 0.1 / 2.2)
+    assert rows[2]["transfer_excess_percent"] == 0.0
+    # the parabola through (log2 lr, loss) at depth 2: vertex of the three grid points, worked here
+    a, b, _ = np.polyfit(np.log2([1e-3, 2e-3, 4e-3]), [2.5, 2.4, 2.6], 2)
+    assert rows[2]["fitted_learning_rate"] == pytest.approx(2.0 ** (-b / (2 * a)))
+    assert (tmp_path / "optimal_lr.png").stat().st_size > 1000
+
+
+def test_results_flag_rewrites_the_summary_without_training(tmp_path):
+    from paramlab.sweep import save_records
+
+    save_records(_depth_records(), tmp_path / "results.json")
+    out = tmp_path / "summary"
+    config = _tiny_config(depths="2,8", base_depth=2, widths="64", base_width=64)
+    lr_transfer.main(config, {"out": str(out), "data": "", "results": str(tmp_path / "results.json")})
+    assert "transfer_excess_percent" in (out / "optimal_lr.txt").read_text()
+    assert not (out / "results.json").exists()  # nothing was trained

@@ -1,0 +1,175 @@
+"""The summary of an LR-transfer grid: the optimum per cell with its seed spread, shifts, plots.
+
+Written by ``experiments.lr_transfer`` after its sweeps, or again from a results file::
+
+    python -m experiments.lr_transfer --out=runs/depth --results=runs/depth/results.json \
+        [--config.<key>=<value> ... as for the run, for the title]
+
+Per cell (recipe, width, depth): the best grid LR and its seed-mean loss ± std over seeds, the
+fitted optimum (parabola in log2 LR, bootstrap spread over seeds; :mod:`paramlab.sweep.statistics`),
+the LR sensitivity, and the loss at the LR transferred from the recipe's smallest cell (the proxy:
+smallest depth, then smallest width) with its excess over the cell's own best.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+__all__ = ["recipe_label", "write_summary"]
+
+COLUMNS = (
+    "recipe",
+    "width",
+    "depth",
+    "best_learning_rate",
+    "learning_rate_index",
+    "fitted_learning_rate",
+    "fitted_log2_learning_rate_std",
+    "best_final_loss",
+    "best_final_loss_std",
+    "transferred_final_loss",
+    "transfer_excess_percent",
+    "lr_sensitivity",
+    "at_grid_edge",
+    "n_diverged",
+)
+
+
+def recipe_label(parametrization: str, depth_rule: str) -> str:
+    """``"mup"`` for width-only rules, ``"mup+completep"`` with a depth rule."""
+    return parametrization if depth_rule == "none" else f"{parametrization}+{depth_rule}"
+
+
+def write_summary(
+    records: Sequence[dict[str, Any]], out: str, title: str = "", log: Callable[[str], None] = print
+) -> str:
+    """The optimal-LR table (printed, ``optimal_lr.txt`` / ``.json``), ``lr_transfer.png`` and, with
+    several depths, ``optimal_lr.png``; returns the text.
+
+    Records without ``depth_rule`` / ``depth`` (width-only runs) count as depth rule ``"none"`` at one
+    depth. Shifts are in grid steps: across widths at each depth, across depths at each width, and
+    over the whole width x depth grid of a recipe.
+    """
+    from paramlab.sweep import format_table, strict_json
+    from paramlab.sweep.plots import plot_lr_transfer, plot_optimum
+
+    records = [_with_recipe(r) for r in records]
+    table = optimum_table(records)
+    widths, depths = sorted({r["width"] for r in records}), sorted({r["depth"] for r in records})
+    shifts = _shifts(table, widths, depths)
+    edges = [_cell_label(r) for r in table if r["at_grid_edge"]]
+    edge_text = (
+        "best LR at the edge of the grid (the optimum may lie outside it; extend the grid): "
+        + ", ".join(edges)
+        if edges
+        else "every best LR is inside the grid"
+    )
+    text = "\n".join([title, format_table(table, COLUMNS), "", *_shift_lines(shifts), edge_text])
+    with open(os.path.join(out, "optimal_lr.txt"), "w") as f:
+        f.write(text + "\n")
+    summary = {"optimal": table, "shift_grid_steps": shifts, "at_grid_edge": edges}
+    with open(os.path.join(out, "optimal_lr.json"), "w") as f:
+        json.dump(strict_json(summary), f, indent=1, allow_nan=False)
+    line_key = "width" if len(depths) == 1 else "depth" if len(widths) == 1 else "size"
+    plot_lr_transfer(
+        records, os.path.join(out, "lr_transfer.png"), panel_key="recipe", line_key=line_key, title=title
+    )
+    if len(depths) > 1:
+        plot_optimum(
+            table,
+            os.path.join(out, "optimal_lr.png"),
+            x="depth",
+            line_key="width",
+            fitted="fitted_learning_rate",
+            fitted_log2_std="fitted_log2_learning_rate_std",
+            title=title,
+        )
+    log(text)
+    return text
+
+
+def optimum_table(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (recipe, width, depth): the optimum, its seed statistics, the LR sensitivity and
+    the transferred-LR loss (records carry ``recipe``, ``width``, ``depth``; see :func:`_with_recipe`)."""
+    from paramlab.diagnostics import lr_sensitivity_table
+    from paramlab.sweep import mean_over_seeds, optimal_settings, optimum_statistics
+
+    group = ("recipe", "width", "depth")
+    table = optimal_settings(records, group_by=group)
+    key = lambda row: tuple(row[k] for k in group)
+    extra = {key(r): r for r in optimum_statistics(records, group)}
+    extra_sensitivity = {key(r): r["lr_sensitivity"] for r in lr_sensitivity_table(records, group)}
+    means = mean_over_seeds(records, (*group, "learning_rate"))
+    proxies = {}
+    for row in sorted(table, key=lambda r: (r["depth"] or 0, r["width"])):
+        proxies.setdefault(row["recipe"], row["best_learning_rate"])
+    for row in table:
+        row.update(extra[key(row)])
+        row["lr_sensitivity"] = extra_sensitivity[key(row)]
+        transferred = proxies[row["recipe"]]
+        loss = math.inf if transferred is None else means[(*key(row), transferred)]
+        row["transferred_learning_rate"] = transferred
+        row["transferred_final_loss"] = loss
+        best = row["best_final_loss"]
+        row["transfer_excess_percent"] = (
+            100.0 * (loss - best) / best if math.isfinite(loss) and math.isfinite(best) else None
+        )
+    return table
+
+
+def _cell_label(row: dict[str, Any]) -> str:
+    depth = "" if row["depth"] is None else f" depth {row['depth']}"
+    return f"{row['recipe']} width {row['width']}{depth}"
+
+
+def _with_recipe(record: dict[str, Any]) -> dict[str, Any]:
+    rule, depth = record.get("depth_rule", "none"), record.get("depth")
+    label = recipe_label(record["parametrization"], rule)
+    return {
+        **record,
+        "depth_rule": rule,
+        "depth": depth,
+        "recipe": label,
+        "size": f"{record['width']}x{depth}",
+    }
+
+
+def _shifts(table: Sequence[dict[str, Any]], widths: list[int], depths: list[int]) -> dict[str, Any]:
+    """``{"across_widths": {recipe: {depth: steps}}, "across_depths": {recipe: {width: steps}},
+    "grid": {recipe: steps}}`` (``None`` where there is one point or a cell diverged everywhere)."""
+    from paramlab.sweep import optimum_shift
+
+    def nested(family: tuple[str, str]) -> dict[str, dict[int, int | None]]:
+        out: dict[str, dict[int, int | None]] = {}
+        for (recipe, key), value in optimum_shift(table, family=family, x="learning_rate").items():
+            out.setdefault(recipe, {})[key] = value
+        return out
+
+    shifts: dict[str, Any] = {}
+    if len(widths) > 1:
+        shifts["across_widths"] = nested(("recipe", "depth"))
+    if len(depths) > 1:
+        shifts["across_depths"] = nested(("recipe", "width"))
+    if len(widths) > 1 and len(depths) > 1:
+        shifts["grid"] = {
+            k[0]: v for k, v in optimum_shift(table, family=("recipe",), x="learning_rate").items()
+        }
+    return shifts
+
+
+def _shift_lines(shifts: dict[str, Any]) -> list[str]:
+    if not shifts:
+        return ["optimum shift: n/a (one width and one depth; give several to measure a shift)"]
+    fmt = lambda v: "-" if v is None else str(v)
+    lines = []
+    for kind, over in (("across_widths", "depth"), ("across_depths", "width")):
+        for recipe, by in shifts.get(kind, {}).items():
+            cells = ", ".join(f"{over} {k}: {fmt(v)}" for k, v in sorted(by.items()))
+            lines.append(f"optimum shift {kind.replace('_', ' ')} (grid steps), {recipe}: {cells}")
+    for recipe, value in shifts.get("grid", {}).items():
+        lines.append(f"optimum shift over the width x depth grid (grid steps), {recipe}: {fmt(value)}")
+    return lines
