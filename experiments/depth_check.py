@@ -10,10 +10,12 @@ keeps the last block's feature change flat in depth. Every key is documented in
     python -m experiments.depth_check --out=runs/depth_check --config.depths=2,4,8,16,32 \
         --config.depth_rule=none,depth_mup,completep --config.seeds=3
 
-Writes ``depth_check.json`` (records ``{label, seed, depth, block, rms, delta_rms, update_rms}``),
+Writes ``depth_check.json`` (records ``{label, seed, depth, block, rms, delta_rms, update_rms,
+nonlinear_fraction}``),
 ``depth_check.png`` (seed 0) and ``depth_check_summary.json`` / ``.txt`` (per depth rule the log-log
-slopes against depth of the last block's init RMS and feature change and of the mean per-block
-update, mean and std over seeds). Exit codes: 0 done; 2 a bad config value (one line on stderr).
+slopes against depth of the last block's init RMS and feature change and of the blocks' mean update
+and nonlinear fraction, mean and std over seeds). Exit codes: 0 done; 2 a bad config value (one line
+on stderr).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from experiments import cli
 
 PROGRAM = "experiments.depth_check"
 _POSITIVE = ("width", "base_depth", "steps", "seeds", "batch_size", "in_dim", "out_dim")
-SLOPES = ("rms_slope", "delta_slope", "update_slope")
+SLOPES = ("rms_slope", "delta_slope", "update_slope", "nonlinear_slope")
 
 
 def parse_config(config: ml_collections.ConfigDict) -> dict[str, Any]:

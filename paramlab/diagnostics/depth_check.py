@@ -10,6 +10,12 @@ block ``i`` at the trained parameters with its value at init:
   for width-only muP;
 * ``update_rms``: ``RMS(Δ(h_i - h_{i-1}))``, block ``i``'s own contribution to that change (``h_{-1}``
   is the input module's output); CompleteP makes it ``Θ(1/L)``: every block learns, none dominates.
+* ``nonlinear_fraction``: how far block ``i``'s own change leaves its linearisation (CompleteP's
+  laziness, Dey et al. 2025 §4). With every other parameter at init and block ``i``'s moved to its
+  trained value, ``Δ_i = h_i(θ_i(T)) - h_i(θ_i(0))`` against the first-order change ``J_i (θ_i(T) -
+  θ_i(0))`` (a ``jax.jvp``): ``RMS(Δ_i - J_i Δθ_i) / RMS(Δ_i)``, 0 where nothing moved. Near 0 is
+  lazy (the block acts as its linearisation, as depth-muP's blocks do at large depth); CompleteP
+  keeps it roughly constant in depth.
 
 The model must name its blocks ``<prefix><i>`` (``block_0 …``) and its input module (``embed``), as
 paramlab's Transformer and :class:`~paramlab.models.ResidualMLP` do; blocks must be unrolled.
@@ -35,7 +41,7 @@ from paramlab.train import create_train_state, make_train_step
 
 __all__ = ["DEPTH_RECORD_KEYS", "depth_check", "depth_check_summary", "linen_depth_setup"]
 
-DEPTH_RECORD_KEYS = ("label", "depth", "block", "rms", "delta_rms", "update_rms")
+DEPTH_RECORD_KEYS = ("label", "depth", "block", "rms", "delta_rms", "update_rms", "nonlinear_fraction")
 
 
 def linen_depth_setup(
@@ -104,13 +110,43 @@ def _measure(s: CoordCheckSetup, depth: int, steps: int, lr: float, prefix: str,
         before = _stream(s.forward(params, batch)[1], depth, prefix, input_module)
         after = _stream(s.forward(state.params, batch)[1], depth, prefix, input_module)
         delta = [a - b for a, b in zip(after, before)]
+        stream = lambda p: jnp.stack(_stream(s.forward(p, batch)[1], depth, prefix, input_module)[1:])
         return {
             "rms": jnp.stack([_rms(h) for h in before[1:]]),
             "delta_rms": jnp.stack([_rms(d) for d in delta[1:]]),
             "update_rms": jnp.stack([_rms(d - d_prev) for d_prev, d in zip(delta[:-1], delta[1:])]),
+            "nonlinear_fraction": _nonlinear_fraction(stream, params, state.params, depth, prefix),
         }
 
     return run
+
+
+def _block_masks(params: Any, depth: int, prefix: str) -> Any:
+    """Per leaf a ``(depth,)`` vector: 1 at block ``i`` if the leaf lies in module ``<prefix><i>``."""
+
+    def mask(path: tuple, leaf: jax.Array) -> jax.Array:
+        name = getattr(path[0], "key", None)
+        return jnp.array([float(name == f"{prefix}{i}") for i in range(depth)], leaf.dtype)
+
+    return jax.tree_util.tree_map_with_path(mask, params)
+
+
+def _nonlinear_fraction(
+    stream: Callable[[Any], jax.Array], init: Any, trained: Any, depth: int, prefix: str
+) -> jax.Array:
+    """``(depth,)``: block ``i``'s ``RMS(Δ_i - J_i Δθ_i) / RMS(Δ_i)`` (module docstring), one vmapped
+    program over the blocks."""
+    moved = jax.tree.map(jnp.subtract, trained, init)
+
+    def one(mask: Any, index: jax.Array) -> jax.Array:
+        direction = jax.tree.map(jnp.multiply, moved, mask)
+        h_i = lambda t: stream(jax.tree.map(lambda p, d: p + t * d, init, direction))[index]
+        start, linear = jax.jvp(h_i, (jnp.float32(0.0),), (jnp.float32(1.0),))
+        change = h_i(jnp.float32(1.0)) - start
+        scale = _rms(change)
+        return jnp.where(scale > 0, _rms(change - linear) / jnp.where(scale > 0, scale, 1.0), 0.0)
+
+    return jax.vmap(one)(_block_masks(init, depth, prefix), jnp.arange(depth))
 
 
 def depth_check(
@@ -155,7 +191,9 @@ def depth_check_summary(records: Sequence[Mapping[str, Any]]) -> list[dict[str, 
     the mean ``update_rms`` over blocks, with their values at each depth.
 
     A depth rule that transfers keeps ``delta_slope`` near 0; CompleteP's ``update_slope`` is near
-    ``-1`` (each block ``Θ(1/L)``); width-only muP has ``delta_slope > 0``.
+    ``-1`` (each block ``Θ(1/L)``); width-only muP has ``delta_slope > 0``. ``mean_nonlinear_fraction``
+    (the blocks' mean) and its ``nonlinear_slope``: near 0 for CompleteP, negative when the blocks turn
+    lazy with depth.
     """
     by_label: dict[str, dict[int, list[Mapping[str, Any]]]] = {}
     for r in records:
@@ -170,6 +208,7 @@ def depth_check_summary(records: Sequence[Mapping[str, Any]]) -> list[dict[str, 
         final_rms = [r["rms"] for r in last]
         final_delta = [r["delta_rms"] for r in last]
         mean_update = [float(np.mean([r["update_rms"] for r in by_depth[d]])) for d in depths]
+        nonlinear = [float(np.mean([r["nonlinear_fraction"] for r in by_depth[d]])) for d in depths]
         rows.append(
             dict(
                 label=label,
@@ -177,9 +216,11 @@ def depth_check_summary(records: Sequence[Mapping[str, Any]]) -> list[dict[str, 
                 final_rms=final_rms,
                 final_delta_rms=final_delta,
                 mean_update_rms=mean_update,
+                mean_nonlinear_fraction=nonlinear,
                 rms_slope=loglog_slope(depths, final_rms),
                 delta_slope=loglog_slope(depths, final_delta),
                 update_slope=loglog_slope(depths, mean_update),
+                nonlinear_slope=loglog_slope(depths, nonlinear),
             )
         )
     return rows

@@ -105,8 +105,8 @@ def _log_limits(values: Sequence[float], min_octaves: float) -> tuple[float, flo
 
 def plot_depth_check(records: Sequence[Mapping[str, Any]], path: str | os.PathLike, title: str = "") -> None:
     """Save the depth coordinate check (:func:`~paramlab.diagnostics.depth_check`) as a PNG: the last
-    block's ``rms`` and ``delta_rms`` and the mean per-block ``update_rms`` against depth (log-log),
-    one line per label."""
+    block's ``rms`` and ``delta_rms``, the mean per-block ``update_rms`` and ``nonlinear_fraction``
+    against depth (log-log), one line per label."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -119,13 +119,20 @@ def plot_depth_check(records: Sequence[Mapping[str, Any]], path: str | os.PathLi
         ("final_rms", "last block: RMS(h) at init"),
         ("final_delta_rms", "last block: RMS(h(T) - h(0))"),
         ("mean_update_rms", "per block: RMS of its own update (mean)"),
+        ("mean_nonlinear_fraction", "per block: nonlinear fraction of its change (mean)"),
     )
+    slopes = {
+        "final_rms": "rms_slope",
+        "final_delta_rms": "delta_slope",
+        "mean_update_rms": "update_slope",
+        "mean_nonlinear_fraction": "nonlinear_slope",
+    }
     fig = Figure(figsize=(4.2 * len(panels), 3.6))
     FigureCanvasAgg(fig)
     for i, (key, label) in enumerate(panels):
         ax = fig.add_subplot(1, len(panels), i + 1)
         for row in rows:
-            slope = row[{"final_rms": "rms_slope", "final_delta_rms": "delta_slope"}.get(key, "update_slope")]
+            slope = row[slopes[key]]
             ax.plot(row["depths"], row[key], "o-", label=f"{row['label']} (slope {slope:.2f})")
         ax.set_xscale("log", base=2)
         ax.set_yscale("log", base=2)

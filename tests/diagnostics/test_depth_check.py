@@ -47,13 +47,37 @@ def test_depth_rules_keep_the_feature_change_flat_and_width_only_mup_does_not():
     assert none["rms_slope"] > 0.5 and abs(depth_mup["rms_slope"]) < 0.3 and completep["rms_slope"] <= 0
 
 
+def test_depth_mup_blocks_turn_lazy_with_depth_and_completep_blocks_do_not():
+    """CompleteP's claim (Dey et al. 2025): alpha = 1/2 blocks approach their linearisation as depth
+    grows; alpha = 1 blocks keep a depth-independent nonlinear share of their change."""
+    depth_mup, completep = _summary("depth_mup"), _summary("completep")
+    assert depth_mup["nonlinear_slope"] < -0.25
+    assert completep["nonlinear_slope"] > depth_mup["nonlinear_slope"] + 0.15
+    assert all(0 < v < 1 for v in completep["mean_nonlinear_fraction"])
+
+
+def test_nonlinear_fraction_matches_its_closed_form_on_a_toy_stream():
+    """h_0 = w0^2 x (quadratic in its own parameter), h_1 = w1 x + w0^2 x (linear in its own; moves
+    with block 0 only if the masking leaks): block 0's fraction is |dw| / |w + w'|, block 1's is 0."""
+    from paramlab.diagnostics.depth_check import _nonlinear_fraction
+
+    x = jnp.linspace(-1.0, 1.0, 7)
+    stream = lambda p: jnp.stack(
+        [p["block_0"]["w"] ** 2 * x, p["block_1"]["w"] * x + p["block_0"]["w"] ** 2 * x]
+    )
+    init = {"block_0": {"w": jnp.float32(1.5)}, "block_1": {"w": jnp.float32(-0.7)}}
+    trained = {"block_0": {"w": jnp.float32(1.9)}, "block_1": {"w": jnp.float32(0.4)}}
+    fraction = _nonlinear_fraction(stream, init, trained, 2, "block_")
+    np.testing.assert_allclose(fraction, [0.4 / 3.4, 0.0], atol=1e-6)
+
+
 def test_measurements_match_numpy_at_zero_learning_rate_and_by_hand():
     """At learning rate 0 nothing moves; the init RMS per block is recomputed in numpy."""
     setup = linen_depth_setup(
         _make, Parametrization("mup", "adam", depth_rule="completep"), X, _mse, width=32, base_depth=2
     )
     records = depth_check(setup, [4], (X, Y), steps=2, learning_rate=0.0)
-    assert all(r["delta_rms"] == 0.0 and r["update_rms"] == 0.0 for r in records)
+    assert all(r["delta_rms"] == r["update_rms"] == r["nonlinear_fraction"] == 0.0 for r in records)
     params = setup(4).init(jax.random.key(0))
     w = jax.tree.map(np.asarray, params)
     h = np.asarray(X) @ w["embed"]["kernel"]
