@@ -115,11 +115,20 @@ def build(config: ml_collections.ConfigDict) -> Experiment:
     summary = (
         f"model: Transformer d_model={m.d_model} n_layers={m.n_layers} n_heads={m.n_heads} d_ff={m.d_ff} "
         f"({n_params / 1e6:.2f}M params), {config.parametrization.name} from base "
-        f"d_model={config.parametrization.base_d_model}, {o.name} lr={o.learning_rate:g}\n"
+        f"d_model={config.parametrization.base_d_model}{_depth_label(config)}, "
+        f"{o.name} lr={o.learning_rate:g}\n"
         f"data: {len(corpus.files)} files from {corpus.root} ({corpus.train.size / 1e6:.1f} MB train, "
         f"{corpus.eval.size / 1e6:.2f} MB held out; unigram entropy {task.reference_loss:.4f} nats/byte)"
     )
     return Experiment(task, loop, model, plan, task.reference_loss, summary)
+
+
+def _depth_label(config: ml_collections.ConfigDict) -> str:
+    p = config.parametrization
+    if p.depth_rule == "none":
+        return ""
+    alpha = f" alpha={p.depth_alpha:g}" if p.depth_rule == "completep" else ""
+    return f" and n_layers={p.base_n_layers} ({p.depth_rule}{alpha})"
 
 
 def build_data(config: ml_collections.ConfigDict) -> tuple[Corpus, BatchIterator, list]:
@@ -151,11 +160,14 @@ def build_model(config: ml_collections.ConfigDict) -> tuple[Transformer, Plan]:
             lr_mode=p.lr_mode,
             eps_mode=p.eps_mode,
         )
-        options.update(weight_decay_mode=p.weight_decay_mode)
+        options.update(weight_decay_mode=p.weight_decay_mode, depth_rule=p.depth_rule)
+        if p.depth_rule == "completep":
+            options.update(depth_alpha=p.depth_alpha)
         parametrization = named_parametrization(p.name, config.optimizer.name, **options)
         scale = parametrization.resolved_attention_scale if m.attention_scale == "auto" else m.attention_scale
     with _section("model"):
         fields = ("n_layers", "n_heads", "d_head", "d_ff", "norm", "qk_layernorm", "positions")
+        fields += ("scan_layers", "remat", "remat_policy")
         fields += ("tied_embeddings", "use_bias", "activation", "attention_multiplier", "zero_init_readout")
         fields += ("zero_init_query", "rope_theta", "norm_eps")
         model_config = TransformerConfig(
@@ -171,10 +183,19 @@ def build_model(config: ml_collections.ConfigDict) -> tuple[Transformer, Plan]:
         base_d = p.base_d_model
         if isinstance(base_d, bool) or not isinstance(base_d, int) or base_d < 1:
             raise ValueError(f"base_d_model must be a positive integer, got {base_d!r}")
+        base_l = p.base_n_layers
+        if isinstance(base_l, bool) or not isinstance(base_l, int) or base_l < 1:
+            raise ValueError(f"base_n_layers must be a positive integer, got {base_l!r}")
         tokens = jax.ShapeDtypeStruct((1, config.data.seq_len), jnp.int32)
-        make_model = lambda w: Transformer(model_config.with_width(**w))
-        base, delta, target = (widths(config, d) for d in (base_d, 2 * base_d, m.d_model))
+        make_model = lambda size: Transformer(
+            dataclasses.replace(model_config.with_width(**size[0]), n_layers=size[1])
+        )
+        base, delta, target = (
+            (widths(config, d), n)
+            for d, n in ((base_d, base_l), (2 * base_d, 2 * base_l), (m.d_model, m.n_layers))
+        )
         plan = make_plan(make_model, parametrization, base=base, delta=delta, target=target, inputs=(tokens,))
+        model_config = dataclasses.replace(model_config, branch_multiplier=plan.branch_multiplier())
         if m.tied_embeddings:
             multiplier = plan.tied_readout_multiplier("embed/embedding")
             model_config = dataclasses.replace(model_config, logits_multiplier=multiplier)

@@ -18,7 +18,11 @@ def get_config() -> ml_collections.ConfigDict:
     # vocab_size is 256 (bytes), max_len is data.seq_len and the compute dtype is train.compute_dtype.
     c.model = ml_collections.ConfigDict()
     c.model.d_model = 128  # residual width: the width the parametrization scales
-    c.model.n_layers = 2  # Transformer blocks
+    c.model.n_layers = 2  # Transformer blocks (the depth the depth rule scales)
+    c.model.scan_layers = False  # nn.scan over the blocks: compile time independent of depth
+    c.model.remat = False  # recompute each block's activations in the backward pass (jax.checkpoint)
+    # what remat saves: "nothing_saveable", "dots_saveable" or "dots_with_no_batch_dims_saveable"
+    c.model.remat_policy = "nothing_saveable"
     c.model.n_heads = 4  # attention heads (scale with d_model at fixed d_head)
     c.model.d_head = 32  # per-head width (fixed across widths)
     c.model.d_ff = 512  # MLP hidden width (scales with d_model at a fixed ratio d_ff / d_model)
@@ -61,6 +65,11 @@ def get_config() -> ml_collections.ConfigDict:
     c.parametrization.lr_mode = "per_layer"  # "per_layer" (each role its LR exponent) or "global"
     c.parametrization.eps_mode = "constant"  # "constant" or "per_layer" (Adam epsilon follows grad scale)
     c.parametrization.weight_decay_mode = "lr_coupled"  # "lr_coupled" (AdamW) or "independent" of the LR
+    # depth: "none" (width rules only), "depth_mup" (branches (L/L0)^-1/2) or "completep"
+    # (branches (L/L0)^-alpha, with its LR and epsilon rules); docs/reference.md section 11
+    c.parametrization.depth_rule = "none"
+    c.parametrization.depth_alpha = 1.0  # CompleteP's alpha in [0.5, 1] (only "completep" reads it)
+    c.parametrization.base_n_layers = 2  # the proxy depth where every depth rule equals "none"
 
     # --- optimizer ---------------------------------------------------------------------------------
     c.optimizer = ml_collections.ConfigDict()

@@ -189,3 +189,34 @@ def test_alignment_is_a_name_or_a_measured_number_naming_its_key():
         build(config)
     config.parametrization.alignment = "0.75"
     assert build(config).plan.parametrization.alignment == 0.75
+
+
+def test_a_depth_rule_sets_the_branch_multiplier_and_the_block_learning_rates():
+    """CompleteP at 4 blocks from a 2-block proxy: branches 2^-1; Adam block LRs r_L^(alpha - 1)."""
+    config = tiny.get_config()
+    config.model.n_layers = 4
+    config.parametrization.base_n_layers = 2
+    config.parametrization.depth_rule = "completep"
+    config.parametrization.depth_alpha = 0.5
+    experiment = build(config)
+    assert experiment.model.config.branch_multiplier == pytest.approx(0.5**0.5)
+    lr = experiment.plan.values("lr")
+    config.parametrization.depth_rule = "none"
+    reference = build(config).plan.values("lr")
+    for path, value in lr.items():
+        factor = 2.0 ** (0.5 - 1) if path.startswith("block_") else 1.0
+        assert value == pytest.approx(reference[path] * factor), path
+
+
+def test_scanned_layers_build_and_a_bad_depth_setting_names_its_key():
+    config = tiny.get_config()
+    config.model.scan_layers = True
+    config.model.remat = True
+    assert build(config).model.config.scan_layers
+    config.parametrization.depth_rule = "completeq"
+    with pytest.raises(ValueError, match="config.parametrization"):
+        build(config)
+    config.parametrization.depth_rule = "none"
+    config.parametrization.base_n_layers = 0
+    with pytest.raises(ValueError, match="base_n_layers"):
+        build(config)
