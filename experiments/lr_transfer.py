@@ -14,11 +14,14 @@ Writes to ``--out`` (``--data``: a text file or directory instead of the embedde
 ``results.json`` / ``.csv`` (one record per parametrization, depth rule, width, depth, learning rate
 and seed: ``final_loss`` is the held-out loss in nats per byte, ``inf`` if diverged; with
 ``log_alignment`` also ``alignment/<alpha|omega|u>/<layer>``), ``lr_transfer.png`` (loss against LR),
-``optimal_lr.png`` (the best LR against depth, with several depths) and ``optimal_lr.txt`` / ``.json``
+``optimal_lr.png`` (the best LR against depth, with several depths), ``curves.json`` (every
+member's train loss averaged over ``curve_every`` steps), ``loss_curves.png`` (the curves at the
+transferred LR) and ``optimal_lr.txt`` / ``.json``
 (per cell the best LR with its seed spread and fitted optimum, the loss at the LR transferred from the
 smallest cell, the shifts in grid steps across widths, across depths and over the whole width x
-depth grid: :mod:`experiments.lr_transfer_summary`); ``--results=<results.json>`` rewrites those
-from an earlier run's records without training. Exit codes: 0 done; 2 a bad flag or config value (one line
+depth grid, and the step from which each deeper model is ahead: :mod:`experiments.lr_transfer_summary`);
+``--results=<results.json>`` rewrites those from an earlier run's records (and the ``curves.json``
+beside them) without training. Exit codes: 0 done; 2 a bad flag or config value (one line
 on stderr).
 """
 
@@ -34,11 +37,12 @@ from typing import Any
 import ml_collections
 
 from experiments import cli
+from experiments.lr_transfer_curves import curve_records
 from experiments.lr_transfer_summary import recipe_label, write_summary
 
 PROGRAM = "experiments.lr_transfer"
 _POSITIVE = ("steps", "seeds", "base_width", "base_depth", "d_head", "ff_ratio", "seq_len", "batch_size")
-_POSITIVE += ("eval_batches", "max_bytes", "steps_per_call")
+_POSITIVE += ("eval_batches", "max_bytes", "steps_per_call", "curve_every")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,6 +73,7 @@ class Args:
     max_bytes: int
     data: str
     steps_per_call: int
+    curve_every: int = 25
     scan_layers: bool = False
     log_alignment: bool = False
 
@@ -298,6 +303,7 @@ def run(args: Args, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
     )
     members = product_members(seeds=tuple(range(args.seeds)), learning_rate=args.lrs)
     records: list[dict[str, Any]] = []
+    curves: list[dict[str, Any]] = []
     for cell in cells(args):
         setting = build_setting(args, cell)
         t0 = time.perf_counter()
@@ -315,6 +321,7 @@ def run(args: Args, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
             else None,
         )
         records += [_record(args, cell, r) for r in result.records]
+        curves += curve_records(cell, members, result.history["loss"], args.curve_every)
         done = [r for r in result.records if not r["diverged"]]
         best = min(done, key=lambda r: r["final_loss"]) if done else None
         log(
@@ -324,7 +331,8 @@ def run(args: Args, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
             + (f"lr {best['learning_rate']:.3g} loss {best['final_loss']:.4f}" if best else "none")
         )
         save_records(records, os.path.join(args.out, "results.json"), os.path.join(args.out, "results.csv"))
-    write_summary(records, args.out, title=_title(args), log=log)
+        save_records(curves, os.path.join(args.out, "curves.json"))
+    write_summary(records, args.out, title=_title(args), log=log, curves=curves)
     return records
 
 
@@ -357,7 +365,9 @@ def main(config: ml_collections.ConfigDict, paths: dict[str, str]) -> None:
         from paramlab.sweep import load_records
 
         os.makedirs(args.out, exist_ok=True)
-        write_summary(load_records(paths["results"]), args.out, title=_title(args))
+        curves_path = os.path.join(os.path.dirname(paths["results"]), "curves.json")
+        curves = load_records(curves_path) if os.path.exists(curves_path) else None
+        write_summary(load_records(paths["results"]), args.out, title=_title(args), curves=curves)
         return
     for cell in cells(args):
         if cell.width == args.widths[-1] and cell.depth == args.depths[-1]:

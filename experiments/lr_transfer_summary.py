@@ -45,10 +45,16 @@ def recipe_label(parametrization: str, depth_rule: str) -> str:
 
 
 def write_summary(
-    records: Sequence[dict[str, Any]], out: str, title: str = "", log: Callable[[str], None] = print
+    records: Sequence[dict[str, Any]],
+    out: str,
+    title: str = "",
+    log: Callable[[str], None] = print,
+    curves: Sequence[dict[str, Any]] | None = None,
 ) -> str:
     """The optimal-LR table (printed, ``optimal_lr.txt`` / ``.json``), ``lr_transfer.png`` and, with
-    several depths, ``optimal_lr.png``; returns the text.
+    several depths, ``optimal_lr.png``; with ``curves`` (:mod:`experiments.lr_transfer_curves`) also
+    ``loss_curves.png`` at the transferred LRs and, with several depths, the depth horizons. Returns
+    the text.
 
     Records without ``depth_rule`` / ``depth`` (width-only runs) count as depth rule ``"none"`` at one
     depth. Shifts are in grid steps: across widths at each depth, across depths at each width, and
@@ -68,10 +74,14 @@ def write_summary(
         if edges
         else "every best LR is inside the grid"
     )
-    text = "\n".join([title, format_table(table, COLUMNS), "", *_shift_lines(shifts), edge_text])
+    horizons = _curves_and_horizons(curves, table, out, title) if curves else []
+    horizon_text = ["", "depth horizon at the transferred LR:", format_table(horizons)] if horizons else []
+    text = "\n".join(
+        [title, format_table(table, COLUMNS), "", *_shift_lines(shifts), edge_text, *horizon_text]
+    )
     with open(os.path.join(out, "optimal_lr.txt"), "w") as f:
         f.write(text + "\n")
-    summary = {"optimal": table, "shift_grid_steps": shifts, "at_grid_edge": edges}
+    summary = {"optimal": table, "shift_grid_steps": shifts, "at_grid_edge": edges, "horizons": horizons}
     with open(os.path.join(out, "optimal_lr.json"), "w") as f:
         json.dump(strict_json(summary), f, indent=1, allow_nan=False)
     line_key = "width" if len(depths) == 1 else "depth" if len(widths) == 1 else "size"
@@ -119,6 +129,22 @@ def optimum_table(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             100.0 * (loss - best) / best if math.isfinite(loss) and math.isfinite(best) else None
         )
     return table
+
+
+def _curves_and_horizons(
+    curves: Sequence[dict[str, Any]], table: Sequence[dict[str, Any]], out: str, title: str
+) -> list[dict[str, Any]]:
+    """Write ``loss_curves.png`` (seed-mean curves at the transferred LR); the depth horizons."""
+    from experiments.lr_transfer_curves import depth_horizons, transferred_curves
+    from paramlab.sweep.plots import plot_curves
+
+    rows = transferred_curves([_with_recipe(c) for c in curves], table)
+    if not rows:
+        return []
+    depths = {r["depth"] for r in rows}
+    line_key = "depth" if len({r["width"] for r in rows}) == 1 else "size"
+    plot_curves(rows, os.path.join(out, "loss_curves.png"), line_key=line_key, title=title)
+    return depth_horizons(rows) if len(depths) > 1 else []
 
 
 def _cell_label(row: dict[str, Any]) -> str:

@@ -38,5 +38,6 @@ def get_config() -> ml_collections.ConfigDict:
     c.eval_batches = 4  # held-out batches for final_loss
     c.max_bytes = 2_000_000  # bytes of the corpus to read
     c.steps_per_call = 25  # steps per compiled call (lax.scan)
+    c.curve_every = 25  # curves.json: each member's train loss averaged over windows of this many steps
     c.log_alignment = False  # add each run's final alignment exponents (alpha, omega, u per layer)
     return c

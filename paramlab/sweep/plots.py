@@ -17,7 +17,7 @@ import numpy as np
 from paramlab.optim.common import sort_key
 from paramlab.sweep.results import mean_over_seeds
 
-__all__ = ["plot_lr_transfer", "plot_optimum"]
+__all__ = ["plot_curves", "plot_lr_transfer", "plot_optimum"]
 
 
 def plot_lr_transfer(
@@ -134,6 +134,52 @@ def plot_optimum(
             ax.legend(fontsize=7)
     if title:
         fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(os.fspath(path), dpi=90)
+
+
+def plot_curves(
+    rows: Sequence[Mapping[str, Any]],
+    path: str | os.PathLike,
+    *,
+    panel_key: str = "recipe",
+    line_key: str = "depth",
+    x: str = "step",
+    y: str = "train_loss",
+    title: str = "",
+) -> None:
+    """Save training curves as a PNG: each row holds the lists ``x`` and ``y`` (non-finite points are
+    left out), one panel per ``panel_key``, one line per ``line_key`` (coloured in order)."""
+    from matplotlib import colormaps
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    if not rows:
+        raise ValueError("plot_curves: rows is empty.")
+    panels = sorted({r[panel_key] for r in rows}, key=lambda v: sort_key((v,)))
+    lines = sorted({r[line_key] for r in rows}, key=lambda v: sort_key((v,)))
+    finite = [v for r in rows for v in r[y] if v is not None and math.isfinite(v)]
+    fig = Figure(figsize=(4.2 * len(panels), 3.4))
+    FigureCanvasAgg(fig)
+    colors = dict(zip(lines, colormaps["viridis"](np.linspace(0.0, 0.9, max(len(lines), 1)))))
+    ax0 = None
+    for i, panel in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), i + 1, sharey=ax0)
+        ax0 = ax0 or ax
+        for row in (r for r in rows if r[panel_key] == panel):
+            xs = np.asarray(row[x], float)
+            ys = np.asarray([math.inf if v is None else v for v in row[y]], float)
+            ok = np.isfinite(ys)
+            ax.plot(xs[ok], ys[ok], "-", color=colors[row[line_key]], label=f"{line_key}={row[line_key]}")
+        ax.set_title(f"{panel_key}={panel}", fontsize=9)
+        ax.set_xlabel(x)
+        ax.set_ylabel(y)
+        ax.grid(alpha=0.3)
+        if finite:
+            ax.set_ylim(min(finite) - 0.02, np.percentile(finite, 95) + 0.05)
+        ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(os.fspath(path), dpi=90)
 

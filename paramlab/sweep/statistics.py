@@ -16,7 +16,7 @@ import numpy as np
 
 from paramlab.optim.common import sort_key
 
-__all__ = ["fitted_log2_optimum", "optimum_statistics"]
+__all__ = ["fitted_log2_optimum", "optimum_statistics", "seed_mean"]
 
 
 def fitted_log2_optimum(grid: Sequence[float], losses: Sequence[float]) -> float | None:
@@ -65,7 +65,7 @@ def optimum_statistics(
     """
     rows = []
     for key, (grid, losses) in sorted(_seed_curves(records, group_by, x, y).items(), key=_by_key):
-        mean = _mean_curve(losses)
+        mean = seed_mean(losses)
         finite = np.isfinite(mean)
         best = int(np.argmin(np.where(finite, mean, np.inf))) if finite.any() else None
         spread = None if best is None else float(np.std(losses[:, best], ddof=min(1, len(losses) - 1)))
@@ -111,11 +111,11 @@ def _seed_curves(
     return curves
 
 
-def _mean_curve(losses: np.ndarray) -> np.ndarray:
-    """The seed mean per grid point; ``inf`` where a seed is not finite."""
-    return np.where(
-        np.isfinite(losses).all(axis=0), np.mean(np.where(np.isfinite(losses), losses, 0), 0), np.inf
-    )
+def seed_mean(values: np.ndarray) -> np.ndarray:
+    """The mean over axis 0 (the seeds) of ``values``; ``inf`` wherever a seed is not finite."""
+    values = np.asarray(values, dtype=np.float64)
+    finite = np.isfinite(values)
+    return np.where(finite.all(axis=0), np.mean(np.where(finite, values, 0.0), axis=0), np.inf)
 
 
 def _bootstrap_std(grid: list[float], losses: np.ndarray, n_bootstrap: int, seed: int) -> float | None:
@@ -124,7 +124,7 @@ def _bootstrap_std(grid: list[float], losses: np.ndarray, n_bootstrap: int, seed
         return None
     rng = np.random.default_rng(seed)
     vertices = [
-        fitted_log2_optimum(grid, _mean_curve(losses[rng.integers(0, n_seeds, n_seeds)]))
+        fitted_log2_optimum(grid, seed_mean(losses[rng.integers(0, n_seeds, n_seeds)]))
         for _ in range(n_bootstrap)
     ]
     kept = [v for v in vertices if v is not None]

@@ -74,6 +74,10 @@ def test_tiny_run_writes_results_plot_and_table(tmp_path):
         assert r["diverged"] or (math.isfinite(r["final_loss"]) and 0 < r["final_loss"] < 10)
     assert (out / "results.csv").exists()
     assert (out / "lr_transfer.png").stat().st_size > 1000
+    with open(out / "curves.json") as f:
+        curves = json.load(f, parse_constant=_refuse)
+    assert len(curves) == len(records) and all(c["step"] == [4] for c in curves)  # steps=4, one window
+    assert (out / "loss_curves.png").stat().st_size > 1000
     table = (out / "optimal_lr.txt").read_text()
     assert "best_learning_rate" in table and "optimum shift" in table
     assert any("best_learning_rate" in line for line in lines)
