@@ -66,7 +66,8 @@ def write_summary(
     records = [_with_recipe(r) for r in records]
     table = optimum_table(records)
     widths, depths = sorted({r["width"] for r in records}), sorted({r["depth"] for r in records})
-    shifts = _shifts(table, widths, depths)
+    one_lr = len({r["learning_rate"] for r in records}) == 1
+    shifts = {} if one_lr else _shifts(table, widths, depths)
     edges = [_cell_label(r) for r in table if r["at_grid_edge"]]
     edge_text = (
         "best LR at the edge of the grid (the optimum may lie outside it; extend the grid): "
@@ -77,7 +78,7 @@ def write_summary(
     horizons = _curves_and_horizons(curves, table, out, title) if curves else []
     horizon_text = ["", "depth horizon at the transferred LR:", format_table(horizons)] if horizons else []
     text = "\n".join(
-        [title, format_table(table, COLUMNS), "", *_shift_lines(shifts), edge_text, *horizon_text]
+        [title, format_table(table, COLUMNS), "", *_shift_lines(shifts, one_lr), edge_text, *horizon_text]
     )
     with open(os.path.join(out, "optimal_lr.txt"), "w") as f:
         f.write(text + "\n")
@@ -187,7 +188,9 @@ def _shifts(table: Sequence[dict[str, Any]], widths: list[int], depths: list[int
     return shifts
 
 
-def _shift_lines(shifts: dict[str, Any]) -> list[str]:
+def _shift_lines(shifts: dict[str, Any], one_lr: bool = False) -> list[str]:
+    if one_lr:
+        return ["optimum shift: n/a (one learning rate; give a grid to measure a shift)"]
     if not shifts:
         return ["optimum shift: n/a (one width and one depth; give several to measure a shift)"]
     fmt = lambda v: "-" if v is None else str(v)

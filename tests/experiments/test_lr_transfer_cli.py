@@ -270,3 +270,9 @@ def test_results_flag_rewrites_the_summary_without_training(tmp_path):
     lr_transfer.main(config, {"out": str(out), "data": "", "results": str(tmp_path / "results.json")})
     assert "transfer_excess_percent" in (out / "optimal_lr.txt").read_text()
     assert not (out / "results.json").exists()  # nothing was trained
+
+
+def test_one_learning_rate_gives_no_shift(tmp_path):
+    records = [r for r in _depth_records() if r["learning_rate"] == 1e-3]
+    text = lr_transfer.write_summary(records, str(tmp_path), log=lambda line: None)
+    assert "optimum shift: n/a (one learning rate" in text
