@@ -213,14 +213,8 @@ def infer_spec(
     """
     if fixed not in _FIXED_POLICIES:
         raise ValueError(f"fixed must be one of {_FIXED_POLICIES}, got {fixed!r}.")
-    base_shapes, delta_shapes = _shapes(base, "base"), _shapes(delta, "delta")
     target_shapes = _shapes(target, "target")
-    groups = find_block_groups(base_shapes, delta_shapes, target_shapes)
-    canonical = canonical_paths(target_shapes, groups)
-    base_shapes = _canonical(base_shapes, groups)
-    delta_shapes = _canonical(delta_shapes, groups)
-    _check_same_paths(set(canonical.values()), base_shapes, "target", "base")
-    _check_same_paths(set(canonical.values()), delta_shapes, "target", "delta")
+    groups, canonical, base_shapes, delta_shapes = _matched_shapes(base, delta, target_shapes)
     resolved = resolve_fan_axes(target, fan_axes)
     axes_by_path = dict(flatten_with_paths(resolved, "fan_axes"))
     roles = dict(roles or {})
@@ -230,28 +224,63 @@ def infer_spec(
     infinite = {
         path: _infinite_axes(
             path,
-            base_shapes[canonical[path]],
-            delta_shapes[canonical[path]],
-            shape,
+            base_shapes[c],
+            delta_shapes[c],
+            target_shapes[path],
             axes_by_path[path].stacked,
             integer_ratios,
         )
-        for path, shape in target_shapes.items()
+        for path, c in canonical.items()
     }
     if not any(infinite.values()):
         raise ValueError(
             "no parameter has a width axis: the delta shapes equal the base shapes everywhere "
             "(vary at least one width between the base and delta models)."
         )
-    specs: dict[str, ParamSpec] = {}
-    for path, shape in target_shapes.items():
-        axes, base_shape = axes_by_path[path], base_shapes[canonical[path]]
-        role = roles.get(path) or _infer_role(path, shape, infinite[path], axes, fixed)
-        block, depth_mult = _depth_of(path, shape, base_shape, axes.stacked, groups)
-        specs[path] = ParamSpec(
-            path, shape, base_shape, role, axes.fan_in, axes.fan_out, axes.stacked, block, depth_mult
+    return {
+        path: _build_spec(
+            path,
+            shape,
+            base_shapes[canonical[path]],
+            axes_by_path[path],
+            infinite[path],
+            roles.get(path),
+            fixed,
+            groups,
         )
-    return specs
+        for path, shape in target_shapes.items()
+    }
+
+
+def _build_spec(
+    path: str,
+    shape: tuple[int, ...],
+    base_shape: tuple[int, ...],
+    axes: FanAxes,
+    infinite: tuple[int, ...],
+    role: str | None,
+    fixed: str,
+    groups: Mapping,
+) -> ParamSpec:
+    """One parameter's spec: its role (given, else inferred) and its depth ratio (block group)."""
+    role = role or _infer_role(path, shape, infinite, axes, fixed)
+    block, depth_mult = _depth_of(path, shape, base_shape, axes.stacked, groups)
+    return ParamSpec(
+        path, shape, base_shape, role, axes.fan_in, axes.fan_out, axes.stacked, block, depth_mult
+    )
+
+
+def _matched_shapes(base: Any, delta: Any, target_shapes: dict[str, tuple[int, ...]]) -> tuple:
+    """The block groups, each target path's canonical path, and the base and delta shapes keyed by
+    canonical path (checked to hold the target's parameters)."""
+    base_shapes, delta_shapes = _shapes(base, "base"), _shapes(delta, "delta")
+    groups = find_block_groups(base_shapes, delta_shapes, target_shapes)
+    canonical = canonical_paths(target_shapes, groups)
+    base_shapes = _canonical(base_shapes, groups)
+    delta_shapes = _canonical(delta_shapes, groups)
+    _check_same_paths(set(canonical.values()), base_shapes, "target", "base")
+    _check_same_paths(set(canonical.values()), delta_shapes, "target", "delta")
+    return groups, canonical, base_shapes, delta_shapes
 
 
 def _canonical(shapes: dict[str, tuple[int, ...]], groups: Mapping) -> dict[str, tuple[int, ...]]:
