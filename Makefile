@@ -42,6 +42,7 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.parametrization --out=docs/bench
 	$(PY) -m benchmarks.train_step --out=docs/bench
 	$(PY) -m benchmarks.sweep --out=docs/bench
+	$(PY) -m benchmarks.depth --out=docs/bench
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
