@@ -19,7 +19,7 @@ import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
-__all__ = ["recipe_label", "write_summary"]
+__all__ = ["markdown_table", "recipe_label", "write_summary"]
 
 COLUMNS = (
     "recipe",
@@ -82,6 +82,8 @@ def write_summary(
     )
     with open(os.path.join(out, "optimal_lr.txt"), "w") as f:
         f.write(text + "\n")
+    with open(os.path.join(out, "optimal_lr.md"), "w") as f:
+        f.write(markdown_table(table) + "\n")
     summary = {"optimal": table, "shift_grid_steps": shifts, "at_grid_edge": edges, "horizons": horizons}
     with open(os.path.join(out, "optimal_lr.json"), "w") as f:
         json.dump(strict_json(summary), f, indent=1, allow_nan=False)
@@ -101,6 +103,37 @@ def write_summary(
         )
     log(text)
     return text
+
+
+def markdown_table(table: Sequence[dict[str, Any]]) -> str:
+    """The optimum table as Markdown: LRs as powers of 2, the fitted optimum ± its bootstrap spread
+    (in log2 steps), the loss ± its seed std, and the loss at the transferred LR."""
+
+    def log2(value: float | None) -> str:
+        return "-" if value is None else f"2^{math.log2(value):.2f}".replace(".00", "")
+
+    def loss(value: float | None, spread: float | None = None) -> str:
+        if value is None or not math.isfinite(value):
+            return "diverged"
+        return f"{value:.3f}" + ("" if spread is None else f" ± {spread:.3f}")
+
+    lines = [
+        "| recipe | width | depth | best LR | fitted LR (± log2) | loss ± std "
+        "| loss at transferred LR | excess |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in table:
+        spread = r["fitted_log2_learning_rate_std"]
+        fitted = log2(r["fitted_learning_rate"]) + ("" if spread is None else f" ± {spread:.2f}")
+        excess = r["transfer_excess_percent"]
+        lines.append(
+            f"| {r['recipe']} | {r['width']} | {r['depth'] if r['depth'] is not None else '-'} | "
+            f"{log2(r['best_learning_rate'])}{' (edge)' if r['at_grid_edge'] else ''} | {fitted} | "
+            f"{loss(r['best_final_loss'], r['best_final_loss_std'])} | {loss(r['transferred_final_loss'])} | "
+            + ("-" if excess is None else f"{excess:.1f}%")
+            + " |"
+        )
+    return "\n".join(lines)
 
 
 def optimum_table(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:

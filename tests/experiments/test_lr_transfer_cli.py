@@ -107,6 +107,13 @@ def test_depth_grid_records_width_depth_and_rule(tmp_path):
         shifts = json.load(f)["shift_grid_steps"]
     assert set(shifts) == {"across_depths"} and set(shifts["across_depths"]) == {"mup", "mup+completep"}
     assert (tmp_path / "optimal_lr.png").stat().st_size > 1000
+    markdown = (tmp_path / "optimal_lr.md").read_text().splitlines()
+    depth8 = next(line for line in markdown if line.startswith("| mup | 64 | 8 |"))
+    cells = [c.strip() for c in depth8.strip("|").split("|")]
+    assert (
+        cells[3] == f"2^{math.log2(1e-3):.2f}" and cells[5] == f"2.200 ± {np.std([2.19, 2.21], ddof=1):.3f}"
+    )
+    assert cells[6] == "2.300" and cells[7] == f"{100 * 0.1 / 2.2:.1f}%"
     # at the base depth the depth rule changes nothing: the same losses bit for bit
     base = {(r["depth_rule"], r["learning_rate"]): r["final_loss"] for r in records if r["depth"] == 1}
     assert all(base[("completep", lr)] == base[("none", lr)] for lr in (1e-3, 4e-3))
