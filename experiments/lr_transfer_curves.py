@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from paramlab.optim.common import sort_key
 from paramlab.sweep import seed_mean
 
 __all__ = ["curve_records", "depth_horizons", "transferred_curves"]
@@ -67,7 +68,7 @@ def transferred_curves(curves: Sequence[Mapping[str, Any]], table: Sequence[Mapp
         if key in wanted and wanted[key] is not None and math.isclose(c["learning_rate"], wanted[key]):
             grouped.setdefault(key, []).append(c)
     rows = []
-    for (recipe, width, depth), members in sorted(grouped.items(), key=lambda kv: str(kv[0])):
+    for (recipe, width, depth), members in sorted(grouped.items(), key=lambda kv: sort_key(kv[0])):
         mean = seed_mean([[math.inf if v is None else v for v in m["train_loss"]] for m in members])
         rows.append(
             {
@@ -92,7 +93,7 @@ def depth_horizons(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     for r in rows:
         by_family.setdefault((r["recipe"], r["width"]), {})[r["depth"]] = r
     out = []
-    for (recipe, width), by_depth in sorted(by_family.items(), key=lambda kv: str(kv[0])):
+    for (recipe, width), by_depth in sorted(by_family.items(), key=lambda kv: sort_key(kv[0])):
         shallow = by_depth[min(by_depth)]
         for depth in sorted(by_depth)[1:]:
             deep = by_depth[depth]

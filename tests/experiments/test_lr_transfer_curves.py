@@ -51,7 +51,10 @@ def test_horizon_is_the_step_from_which_the_deeper_curve_stays_ahead():
                "train_loss": [3.0, 2.8, 2.6, 2.5]}  # fmt: skip
     ahead_late = {**shallow, "depth": 8, "train_loss": [2.9, 2.9, 2.5, 2.4]}  # ahead, behind, then ahead
     never = {**shallow, "depth": 16, "train_loss": [3.1, 2.9, 2.7, 2.6]}
-    rows = {r["depth"]: r for r in depth_horizons([shallow, ahead_late, never])}
+    wide = [{**c, "width": 256} for c in (shallow, never)]
+    horizons = depth_horizons([*wide, shallow, ahead_late, never])
+    assert [(r["width"], r["depth"]) for r in horizons] == [(64, 8), (64, 16), (256, 16)]  # numeric order
+    rows = {r["depth"]: r for r in horizons if r["width"] == 64}
     assert rows[8]["ahead_from_step"] == 30 and rows[8]["final_train_loss_gap"] == pytest.approx(-0.1)
     assert rows[16]["ahead_from_step"] is None and rows[16]["final_train_loss_gap"] == pytest.approx(0.1)
     assert rows[8]["shallow_depth"] == 2
