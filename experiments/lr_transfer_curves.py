@@ -75,7 +75,6 @@ def transferred_curves(curves: Sequence[Mapping[str, Any]], table: Sequence[Mapp
                 "recipe": recipe,
                 "width": width,
                 "depth": depth,
-                "size": f"{width}x{depth}",
                 "learning_rate": wanted[(recipe, width, depth)],
                 "seeds": len(members),
                 "step": list(members[0]["step"]),

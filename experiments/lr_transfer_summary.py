@@ -87,9 +87,9 @@ def write_summary(
     summary = {"optimal": table, "shift_grid_steps": shifts, "at_grid_edge": edges, "horizons": horizons}
     with open(os.path.join(out, "optimal_lr.json"), "w") as f:
         json.dump(strict_json(summary), f, indent=1, allow_nan=False)
-    line_key = "width" if len(depths) == 1 else "depth" if len(widths) == 1 else "size"
+    panel_key, line_key = _panels_and_lines(widths, depths)
     plot_lr_transfer(
-        records, os.path.join(out, "lr_transfer.png"), panel_key="recipe", line_key=line_key, title=title
+        records, os.path.join(out, "lr_transfer.png"), panel_key=panel_key, line_key=line_key, title=title
     )
     if len(depths) > 1:
         plot_optimum(
@@ -176,9 +176,21 @@ def _curves_and_horizons(
     if not rows:
         return []
     depths = {r["depth"] for r in rows}
-    line_key = "depth" if len({r["width"] for r in rows}) == 1 else "size"
-    plot_curves(rows, os.path.join(out, "loss_curves.png"), line_key=line_key, title=title)
+    panel_key, line_key = _panels_and_lines({r["width"] for r in rows}, depths)
+    if panel_key == "panel":
+        rows = [{**r, "panel": f"{r['recipe']}, width {r['width']}"} for r in rows]
+    plot_curves(
+        rows, os.path.join(out, "loss_curves.png"), panel_key=panel_key, line_key=line_key, title=title
+    )
     return depth_horizons(rows) if len(depths) > 1 else []
+
+
+def _panels_and_lines(widths: Any, depths: Any) -> tuple[str, str]:
+    """One panel per recipe and a line per width or depth; over a width x depth grid one panel per
+    recipe and width (``panel``), a line per depth."""
+    if len(depths) == 1:
+        return "recipe", "width"
+    return ("recipe", "depth") if len(widths) == 1 else ("panel", "depth")
 
 
 def _cell_label(row: dict[str, Any]) -> str:
@@ -194,7 +206,7 @@ def _with_recipe(record: dict[str, Any]) -> dict[str, Any]:
         "depth_rule": rule,
         "depth": depth,
         "recipe": label,
-        "size": f"{record['width']}x{depth}",
+        "panel": f"{label}, width {record['width']}",
     }
 
 

@@ -127,7 +127,7 @@ def plot_depth_check(records: Sequence[Mapping[str, Any]], path: str | os.PathLi
         "mean_update_rms": "update_slope",
         "mean_nonlinear_fraction": "nonlinear_slope",
     }
-    fig = Figure(figsize=(4.2 * len(panels), 3.6))
+    fig = Figure(figsize=(4.2 * len(panels), 3.8))
     FigureCanvasAgg(fig)
     for i, (key, label) in enumerate(panels):
         ax = fig.add_subplot(1, len(panels), i + 1)

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import math
 import os
+import re
+import textwrap
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from paramlab.optim.common import sort_key
 from paramlab.sweep.results import mean_over_seeds
 
 __all__ = ["plot_curves", "plot_lr_transfer", "plot_optimum"]
@@ -50,15 +51,15 @@ def plot_lr_transfer(
     if not records:
         raise ValueError("plot_lr_transfer: records is empty.")
     means = mean_over_seeds(records, (panel_key, line_key, x), y)
-    panels = sorted({k[0] for k in means}, key=lambda v: sort_key((v,)))
-    lines = sorted({k[1] for k in means}, key=lambda v: sort_key((v,)))
+    panels = _ordered(k[0] for k in means)
+    lines = _ordered(k[1] for k in means)
     finite = [v for v in means.values() if math.isfinite(v)]
     top = y_max if y_max is not None else _default_top(records, finite)
     bottom = min(finite) - 0.05 * (top - min(finite)) if finite else 0.0
 
     ncols = min(len(panels), 4)
     nrows = math.ceil(len(panels) / ncols)
-    fig = Figure(figsize=(4.2 * ncols, 3.4 * nrows + 0.4))
+    fig = Figure(figsize=(max(4.2 * ncols, 7.0), 3.4 * nrows + 0.4))
     FigureCanvasAgg(fig)
     colors = colormaps["viridis"](np.linspace(0.0, 0.9, max(len(lines), 1)))
     for i, panel in enumerate(panels):
@@ -76,7 +77,7 @@ def plot_lr_transfer(
         if i == 0:
             ax.legend(fontsize=7)
     if title:
-        fig.suptitle(title)
+        _suptitle(fig, title)
     fig.tight_layout()
     fig.savefig(os.fspath(path), dpi=90)
 
@@ -108,9 +109,9 @@ def plot_optimum(
     rows = [r for r in table if r.get(best) is not None]
     if not rows:
         raise ValueError(f"plot_optimum: no row has a {best}.")
-    panels = sorted({r[panel_key] for r in rows}, key=lambda v: sort_key((v,)))
-    lines = sorted({r[line_key] for r in rows}, key=lambda v: sort_key((v,)))
-    fig = Figure(figsize=(4.2 * len(panels), 3.4))
+    panels = _ordered(r[panel_key] for r in rows)
+    lines = _ordered(r[line_key] for r in rows)
+    fig = Figure(figsize=(max(4.2 * len(panels), 7.0), 3.4))
     FigureCanvasAgg(fig)
     colors = colormaps["viridis"](np.linspace(0.0, 0.9, max(len(lines), 1)))
     ax0 = None
@@ -133,7 +134,7 @@ def plot_optimum(
         if i == 0:
             ax.legend(fontsize=7)
     if title:
-        fig.suptitle(title)
+        _suptitle(fig, title)
     fig.tight_layout()
     fig.savefig(os.fspath(path), dpi=90)
 
@@ -156,10 +157,10 @@ def plot_curves(
 
     if not rows:
         raise ValueError("plot_curves: rows is empty.")
-    panels = sorted({r[panel_key] for r in rows}, key=lambda v: sort_key((v,)))
-    lines = sorted({r[line_key] for r in rows}, key=lambda v: sort_key((v,)))
+    panels = _ordered(r[panel_key] for r in rows)
+    lines = _ordered(r[line_key] for r in rows)
     finite = [v for r in rows for v in r[y] if v is not None and math.isfinite(v)]
-    fig = Figure(figsize=(4.2 * len(panels), 3.4))
+    fig = Figure(figsize=(max(4.2 * len(panels), 7.0), 3.4))
     FigureCanvasAgg(fig)
     colors = dict(zip(lines, colormaps["viridis"](np.linspace(0.0, 0.9, max(len(lines), 1)))))
     ax0 = None
@@ -179,9 +180,26 @@ def plot_curves(
             ax.set_ylim(min(finite) - 0.02, np.percentile(finite, 95) + 0.05)
         ax.legend(fontsize=7)
     if title:
-        fig.suptitle(title, fontsize=9)
+        _suptitle(fig, title)
     fig.tight_layout()
     fig.savefig(os.fspath(path), dpi=90)
+
+
+def _suptitle(fig: Any, title: str) -> None:
+    """The figure's title, wrapped to its width."""
+    fig.suptitle(textwrap.fill(title, width=int(fig.get_figwidth() * 15)), fontsize=9)
+
+
+def _ordered(values: Any) -> list:
+    """Distinct values in natural order: numbers first, then strings with their digit runs compared as
+    numbers (``"width 64"`` before ``"width 128"``)."""
+    def key(value: Any) -> tuple:
+        if isinstance(value, (int, float)):
+            return (0, value)
+        parts = re.split(r"(\d+)", str(value))
+        return (1, tuple((0, int(p)) if p.isdigit() else (1, p) for p in parts))
+
+    return sorted(set(values), key=key)
 
 
 def _draw_fitted(

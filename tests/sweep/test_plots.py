@@ -29,3 +29,12 @@ def test_writes_png(tmp_path):
 def test_empty_records():
     with pytest.raises(ValueError, match="empty"):
         plot_lr_transfer([], "unused.png")
+
+
+def test_panels_and_lines_come_in_natural_order():
+    from paramlab.sweep.plots import _ordered
+
+    assert _ordered(["mup, width 128", "mup, width 64", "mup, width 256", "mup, width 64"]) == [
+        "mup, width 64", "mup, width 128", "mup, width 256",
+    ]  # fmt: skip
+    assert _ordered([16, 2, 4]) == [2, 4, 16]
