@@ -193,6 +193,7 @@ def _suptitle(fig: Any, title: str) -> None:
 def _ordered(values: Any) -> list:
     """Distinct values in natural order: numbers first, then strings with their digit runs compared as
     numbers (``"width 64"`` before ``"width 128"``)."""
+
     def key(value: Any) -> tuple:
         if isinstance(value, (int, float)):
             return (0, value)

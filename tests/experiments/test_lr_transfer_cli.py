@@ -107,13 +107,6 @@ def test_depth_grid_records_width_depth_and_rule(tmp_path):
         shifts = json.load(f)["shift_grid_steps"]
     assert set(shifts) == {"across_depths"} and set(shifts["across_depths"]) == {"mup", "mup+completep"}
     assert (tmp_path / "optimal_lr.png").stat().st_size > 1000
-    markdown = (tmp_path / "optimal_lr.md").read_text().splitlines()
-    depth8 = next(line for line in markdown if line.startswith("| mup | 64 | 8 |"))
-    cells = [c.strip() for c in depth8.strip("|").split("|")]
-    assert (
-        cells[3] == f"2^{math.log2(1e-3):.2f}" and cells[5] == f"2.200 ± {np.std([2.19, 2.21], ddof=1):.3f}"
-    )
-    assert cells[6] == "2.300" and cells[7] == f"{100 * 0.1 / 2.2:.1f}%"
     # at the base depth the depth rule changes nothing: the same losses bit for bit
     base = {(r["depth_rule"], r["learning_rate"]): r["final_loss"] for r in records if r["depth"] == 1}
     assert all(base[("completep", lr)] == base[("none", lr)] for lr in (1e-3, 4e-3))
@@ -266,6 +259,14 @@ def test_summary_reports_seed_spread_and_the_loss_at_the_transferred_lr(tmp_path
     a, b, _ = np.polyfit(np.log2([1e-3, 2e-3, 4e-3]), [2.5, 2.4, 2.6], 2)
     assert rows[2]["fitted_learning_rate"] == pytest.approx(2.0 ** (-b / (2 * a)))
     assert (tmp_path / "optimal_lr.png").stat().st_size > 1000
+    markdown = (tmp_path / "optimal_lr.md").read_text().splitlines()
+    depth8 = next(line for line in markdown if line.startswith("| mup | 64 | 8 |"))
+    cells = [c.strip() for c in depth8.strip("|").split("|")]
+    assert (
+        cells[3] == f"2^{math.log2(1e-3):.2f} (edge)"
+        and cells[5] == f"2.200 ± {np.std([2.19, 2.21], ddof=1):.3f}"
+    )
+    assert cells[6] == "2.300" and cells[7] == f"{100 * 0.1 / 2.2:.1f}%"
 
 
 def test_results_flag_rewrites_the_summary_without_training(tmp_path):
