@@ -91,12 +91,10 @@ def measure(settings: dict[str, Any]) -> list[dict[str, Any]]:
         setup = linen_depth_setup(
             make, recipe, x, mse, width=s["width"], base_depth=s["base_depth"], **kwargs
         )
-        for seed in range(s["seeds"]):
-            rows = depth_check(
-                setup, s["depths"], (x, y), steps=s["steps"], learning_rate=s["learning_rate"], seed=seed,
-                label=rule,
-            )  # fmt: skip
-            records += [{**r, "seed": seed} for r in rows]
+        records += depth_check(
+            setup, s["depths"], (x, y), steps=s["steps"], learning_rate=s["learning_rate"],
+            seeds=tuple(range(s["seeds"])), label=rule,
+        )  # fmt: skip
     return records
 
 

@@ -41,7 +41,16 @@ from paramlab.train import create_train_state, make_train_step
 
 __all__ = ["DEPTH_RECORD_KEYS", "depth_check", "depth_check_summary", "linen_depth_setup"]
 
-DEPTH_RECORD_KEYS = ("label", "depth", "block", "rms", "delta_rms", "update_rms", "nonlinear_fraction")
+DEPTH_RECORD_KEYS = (
+    "label",
+    "seed",
+    "depth",
+    "block",
+    "rms",
+    "delta_rms",
+    "update_rms",
+    "nonlinear_fraction",
+)
 
 
 def linen_depth_setup(
@@ -156,39 +165,51 @@ def depth_check(
     *,
     steps: int = 3,
     learning_rate: float = 1e-2,
-    seed: int = 0,
+    seeds: Sequence[int] = (0,),
     label: str = "",
     block_prefix: str = "block_",
     input_module: str = "embed",
 ) -> list[dict[str, Any]]:
-    """Per depth and block: ``rms``, ``delta_rms`` and ``update_rms`` after ``steps`` updates (module
-    docstring) on one repeated batch, from the same seed at every depth.
+    """Per seed, depth and block: ``rms``, ``delta_rms``, ``update_rms`` and ``nonlinear_fraction``
+    after ``steps`` updates (module docstring) on one repeated batch, from the same seeds at every
+    depth (the seeds of one depth run as one vmapped program).
 
-    Returns records ``{"label", "depth", "block", "rms", "delta_rms", "update_rms"}`` (``block`` the
-    index ``i``), ordered by depth and block. A ``ValueError`` names bad depths / steps / learning
-    rate, a block the forward pass did not record, or a non-finite measurement.
+    Returns records ``{"label", "seed", "depth", "block", <measurements>}`` (``block`` the index
+    ``i``), ordered by depth, seed and block. A ``ValueError`` names bad depths / seeds / steps /
+    learning rate, a block the forward pass did not record, or a non-finite measurement.
     """
     depths = check_widths(depths, "depths")
+    seeds = list(seeds)
+    if (
+        not seeds
+        or any(isinstance(s, bool) or not isinstance(s, int) for s in seeds)
+        or len(set(seeds)) < len(seeds)
+    ):
+        raise ValueError(f"seeds must be distinct integers, got {seeds!r}.")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be an integer >= 1, got {steps!r}.")
     if not (isinstance(learning_rate, (int, float)) and math.isfinite(learning_rate) and learning_rate >= 0):
         raise ValueError(f"learning_rate must be a finite number >= 0, got {learning_rate!r}.")
+    keys = jax.vmap(jax.random.key)(jnp.asarray(seeds))
     records = []
     for depth in depths:
         run = _measure(setup(depth), depth, steps, learning_rate, block_prefix, input_module)
-        values = jax.device_get(jax.jit(run)(jax.random.key(seed), batch))
-        for i in range(depth):
-            row = {k: float(values[k][i]) for k in DEPTH_RECORD_KEYS[3:]}
-            bad = [k for k, v in row.items() if not math.isfinite(v)]
-            if bad:
-                raise ValueError(f"depth_check: block {i} at depth {depth}: {bad} not finite ({row}).")
-            records.append({"label": label, "depth": int(depth), "block": i, **row})
+        values = jax.device_get(jax.jit(jax.vmap(run, in_axes=(0, None)))(keys, batch))
+        for j, seed in enumerate(seeds):
+            for i in range(depth):
+                row = {k: float(values[k][j, i]) for k in DEPTH_RECORD_KEYS[4:]}
+                bad = [k for k, v in row.items() if not math.isfinite(v)]
+                if bad:
+                    raise ValueError(
+                        f"depth_check: block {i} at depth {depth}, seed {seed}: {bad} not finite ({row})."
+                    )
+                records.append({"label": label, "seed": seed, "depth": int(depth), "block": i, **row})
     return records
 
 
 def depth_check_summary(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Per label: the log-log slope against depth of the last block's ``rms`` and ``delta_rms`` and of
-    the mean ``update_rms`` over blocks, with their values at each depth.
+    the mean ``update_rms`` over blocks, with their values at each depth (means over the seeds).
 
     A depth rule that transfers keeps ``delta_slope`` near 0; CompleteP's ``update_slope`` is near
     ``-1`` (each block ``Θ(1/L)``); width-only muP has ``delta_slope > 0``. ``mean_nonlinear_fraction``
@@ -204,9 +225,11 @@ def depth_check_summary(records: Sequence[Mapping[str, Any]]) -> list[dict[str, 
     rows = []
     for label, by_depth in by_label.items():
         depths = sorted(by_depth)
-        last = [max(by_depth[d], key=lambda r: r["block"]) for d in depths]
-        final_rms = [r["rms"] for r in last]
-        final_delta = [r["delta_rms"] for r in last]
+        last = [
+            [r for r in by_depth[d] if r["block"] == max(q["block"] for q in by_depth[d])] for d in depths
+        ]
+        final_rms = [float(np.mean([r["rms"] for r in rows_d])) for rows_d in last]
+        final_delta = [float(np.mean([r["delta_rms"] for r in rows_d])) for rows_d in last]
         mean_update = [float(np.mean([r["update_rms"] for r in by_depth[d]])) for d in depths]
         nonlinear = [float(np.mean([r["nonlinear_fraction"] for r in by_depth[d]])) for d in depths]
         rows.append(

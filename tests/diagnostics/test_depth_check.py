@@ -89,6 +89,18 @@ def test_measurements_match_numpy_at_zero_learning_rate_and_by_hand():
         np.testing.assert_allclose(record["rms"], np.sqrt(np.mean(h**2)), rtol=1e-5)
 
 
+def test_seeds_run_together_as_they_run_alone():
+    setup = linen_depth_setup(_make, Parametrization("mup", "adam"), X, _mse, width=32, base_depth=2)
+    together = depth_check(setup, [2, 4], (X, Y), steps=2, seeds=(3, 5))
+    alone = [r for seed in (3, 5) for r in depth_check(setup, [2, 4], (X, Y), steps=2, seeds=(seed,))]
+    key = lambda r: (r["seed"], r["depth"], r["block"])
+    for a, b in zip(sorted(together, key=key), sorted(alone, key=key), strict=True):
+        assert key(a) == key(b)
+        for k in ("rms", "delta_rms", "update_rms", "nonlinear_fraction"):
+            assert a[k] == pytest.approx(b[k], rel=1e-5, abs=1e-7), (key(a), k)
+    assert {r["seed"] for r in together} == {3, 5}
+
+
 def test_plot_is_written(tmp_path):
     setup = linen_depth_setup(_make, Parametrization("mup", "adam"), X, _mse, width=32, base_depth=2)
     plot_depth_check(depth_check(setup, [2, 4], (X, Y), steps=2, label="mup"), tmp_path / "depth.png")
@@ -101,6 +113,8 @@ def test_plot_is_written(tmp_path):
         (dict(depths=[2, 2]), "depths"),
         (dict(steps=0), "steps"),
         (dict(learning_rate=float("nan")), "learning_rate"),
+        (dict(seeds=(1, 1)), "seeds"),
+        (dict(seeds=()), "seeds"),
     ],
 )
 def test_bad_arguments_are_named(kwargs, match):
