@@ -93,7 +93,8 @@ def default_fan_axes(shape: Sequence[int], path: str = "") -> FanAxes:
     raise ValueError(
         f"parameter {path or '<param>'} has shape {tuple(shape)} (rank {ndim}) and no declared fan "
         "axes: declare them with paramlab.nn.with_fan_axes (Linen) or nnx.Param(..., fan_in=, "
-        "fan_out=) (NNX)."
+        "fan_out=) (NNX); for a layer stacked by nn.scan, declare the inner layer's axes and the scan "
+        "marks its new axis as stacked."
     )
 
 

@@ -192,3 +192,61 @@ def test_several_block_groups_need_a_name():
     assert plan.branch_multiplier("dec") == pytest.approx(3 / 4)
     with pytest.raises(ValueError, match="no residual block group 'enc'"):
         plan.depth_mult("enc")
+
+
+def _user_scan_model(declare: bool):
+    """A residual MLP a user writes with ``nn.scan``, with or without paramlab's fan-axes metadata."""
+    import flax.linen as nn
+
+    from paramlab.nn import with_fan_axes
+
+    init = nn.initializers.lecun_normal()
+    init = with_fan_axes(init, (0,), (1,)) if declare else init
+
+    class Block(nn.Module):
+        width: int
+        branch: float = 1.0
+
+        @nn.compact
+        def __call__(self, h, _):
+            inner = nn.Dense(2 * self.width, use_bias=False, kernel_init=init)(h)
+            return h + self.branch * nn.Dense(self.width, use_bias=False, kernel_init=init)(
+                jax.nn.relu(inner)
+            ), None
+
+    class Net(nn.Module):
+        width: int
+        depth: int
+
+        @nn.compact
+        def __call__(self, x):
+            h = nn.Dense(self.width, name="embed")(x)
+            scan = nn.scan(Block, variable_axes={"params": 0}, split_rngs={"params": True}, length=self.depth)
+            h, _ = scan(self.width, name="blocks")(h, None)
+            return nn.Dense(3, name="readout")(h)
+
+    return lambda size: Net(*size)
+
+
+def test_a_users_scanned_model_is_stacked_through_its_declared_inner_axes():
+    from paramlab.parametrization import make_plan
+
+    x = np.ones((2, 5), np.float32)
+    recipe = Parametrization("mup", "adam", depth_rule="completep", depth_alpha=0.5)
+    plan = make_plan(_user_scan_model(True), recipe, base=(16, 2), delta=(32, 4), target=(64, 8), inputs=(x,))
+    kernel = plan.specs["blocks/Dense_0/kernel"]
+    assert kernel.shape == (8, 64, 128) and kernel.stacked == (0,) and kernel.fan_in == (1,)
+    assert plan.depth_mult() == 4 and plan.branch_multiplier() == pytest.approx(4**-0.5)
+    lr = plan.values("lr")
+    assert lr["blocks/Dense_0/kernel"] == pytest.approx((16 / 64) * 4 ** (0.5 - 1))  # r_d^-1 r_L^(alpha-1)
+    width_only = make_plan(
+        _user_scan_model(True), Parametrization("mup", "adam"), base=(16, 2), delta=(32, 4), target=(64, 8),
+        inputs=(x,),
+    ).values("lr")  # fmt: skip
+    assert (
+        lr["embed/kernel"] == width_only["embed/kernel"]
+        and lr["readout/kernel"] == width_only["readout/kernel"]
+    )
+    assert plan.specs["embed/kernel"].depth_mult == 1.0 and plan.specs["readout/kernel"].block is None
+    with pytest.raises(ValueError, match="nn.scan"):  # undeclared: the error says how to declare it
+        make_plan(_user_scan_model(False), recipe, base=(16, 2), delta=(32, 4), target=(64, 8), inputs=(x,))
