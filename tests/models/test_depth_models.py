@@ -166,6 +166,39 @@ def test_nnx_transformer_plan_equals_the_linen_plan():
     assert nnx_plan.branch_multiplier() == linen.branch_multiplier() == pytest.approx(1 / 3)
 
 
+def test_nnx_transformer_trains_under_a_depth_plan_as_the_linen_one():
+    """Same initial weights (NNX's, rescaled by the plan): three plan-optimizer steps through the NNX
+    adapter (forward multipliers in ``merge``) and through Linen's ``wrap_apply`` give the same losses."""
+    p = Parametrization("mup", "adam", depth_rule="completep")
+    sizes = lambda wd, m=1.0: dataclasses.replace(
+        CFG, d_model=wd[0], d_ff=2 * wd[0], n_layers=wd[1], branch_multiplier=m
+    )
+    plan = make_plan(lambda wd: NNXTransformer(sizes(wd), rngs=nnx.Rngs(0)), p, base=(16, 2), delta=(32, 4),
+                     target=(32, 6))  # fmt: skip
+    cfg = sizes((32, 6), plan.branch_multiplier())
+    model = NNXTransformer(cfg, rngs=nnx.Rngs(3))
+    nnx_adapter.rescale_init(plan, model)
+    graphdef, params = nnx.split(model, nnx.Param)
+    linen_apply = plan.wrap_apply(Transformer(cfg).apply)
+    losses = {
+        "nnx": lambda q: cross_entropy(nnx_adapter.merge(plan, graphdef, q)(TOKENS[:, :-1]), TOKENS[:, 1:])[
+            0
+        ],
+        "linen": lambda q: cross_entropy(linen_apply({"params": q}, TOKENS[:, :-1]), TOKENS[:, 1:])[0],
+    }
+    curves = {}
+    for name, start in (("nnx", params), ("linen", _nnx_params_as_linen(model))):
+        tx, q, curve = plan.optimizer(learning_rate=1e-2), start, []
+        state, step = tx.init(q), jax.jit(jax.value_and_grad(losses[name]))
+        for _ in range(3):
+            loss, grads = step(q)
+            updates, state = tx.update(grads, state, q)
+            q, curve = optax.apply_updates(q, updates), [*curve, float(loss)]
+        curves[name] = curve
+    np.testing.assert_allclose(curves["nnx"], curves["linen"], rtol=1e-5)
+    assert curves["nnx"][-1] < curves["nnx"][0]
+
+
 def test_scanned_and_unrolled_plans_agree():
     p = Parametrization("mup", "adamw", depth_rule="completep", depth_alpha=0.5)
     sizes = lambda wd, scan: dataclasses.replace(
