@@ -284,3 +284,11 @@ def test_one_learning_rate_gives_no_shift(tmp_path):
     records = [r for r in _depth_records() if r["learning_rate"] == 1e-3]
     text = lr_transfer.write_summary(records, str(tmp_path), log=lambda line: None)
     assert "optimum shift: n/a (one learning rate" in text
+
+
+def test_scanned_layers_run_the_same_grid(tmp_path):
+    config = _tiny_config(parametrization="mup", widths="16", depths="1,2", depth_rule="completep",
+                          learning_rates="2e-3", scan_layers=True)  # fmt: skip
+    records = lr_transfer.run(lr_transfer.parse_args(config, {"out": str(tmp_path), "data": ""}), log=print)
+    assert {(r["depth"], r["depth_rule"]) for r in records} == {(1, "completep"), (2, "completep")}
+    assert all(math.isfinite(r["final_loss"]) and 0 < r["final_loss"] < 10 for r in records)
