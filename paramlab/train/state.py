@@ -34,5 +34,12 @@ def create_train_state(params: Any, optimizer: optax.GradientTransformation) -> 
 
 
 def tree_is_finite(tree: Any) -> bool:
-    """Whether every floating-point leaf of ``tree`` is finite (integer leaves are ignored)."""
-    return bool(tree_all_finite(tree))
+    """Whether every floating-point leaf of ``tree`` is finite (integer leaves are ignored).
+
+    One compiled reduction over the whole tree (not one dispatch per leaf), so a sharded state is
+    checked by a single program whose scalar result is replicated on every device.
+    """
+    return bool(_all_finite(tree))
+
+
+_all_finite = jax.jit(tree_all_finite)
