@@ -21,7 +21,7 @@ nbclient = pytest.importorskip("nbclient")
 pytest.importorskip("ipykernel")
 
 COLABS = pathlib.Path(__file__).resolve().parents[1] / "colabs"
-NOTEBOOKS = ("quickstart.ipynb", "coord_check.ipynb", "lr_transfer.ipynb")
+NOTEBOOKS = ("quickstart.ipynb", "coord_check.ipynb", "lr_transfer.ipynb", "depth.ipynb")
 NOTEBOOK_TIMEOUT_S = 120
 KERNEL_NAME = "paramlab-tests"
 PLACEHOLDER_URL = '"https://github.com/<owner>/paramlab"'
