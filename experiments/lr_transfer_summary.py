@@ -178,7 +178,7 @@ def _curves_and_horizons(
     depths = {r["depth"] for r in rows}
     panel_key, line_key = _panels_and_lines({r["width"] for r in rows}, depths)
     if panel_key == "panel":
-        rows = [{**r, "panel": f"{r['recipe']}, width {r['width']}"} for r in rows]
+        rows = [{**r, "panel": _panel_label(r["recipe"], r["width"])} for r in rows]
     plot_curves(
         rows, os.path.join(out, "loss_curves.png"), panel_key=panel_key, line_key=line_key, title=title
     )
@@ -206,8 +206,13 @@ def _with_recipe(record: dict[str, Any]) -> dict[str, Any]:
         "depth_rule": rule,
         "depth": depth,
         "recipe": label,
-        "panel": f"{label}, width {record['width']}",
+        "panel": _panel_label(label, record["width"]),
     }
+
+
+def _panel_label(recipe: str, width: int) -> str:
+    """The panel of one recipe at one width in the plots of a width x depth grid."""
+    return f"{recipe}, width {width}"
 
 
 def _shifts(table: Sequence[dict[str, Any]], widths: list[int], depths: list[int]) -> dict[str, Any]:

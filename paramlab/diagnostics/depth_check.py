@@ -225,9 +225,8 @@ def depth_check_summary(records: Sequence[Mapping[str, Any]]) -> list[dict[str, 
     rows = []
     for label, by_depth in by_label.items():
         depths = sorted(by_depth)
-        last = [
-            [r for r in by_depth[d] if r["block"] == max(q["block"] for q in by_depth[d])] for d in depths
-        ]
+        last_block = {d: max(r["block"] for r in by_depth[d]) for d in depths}
+        last = [[r for r in by_depth[d] if r["block"] == last_block[d]] for d in depths]
         final_rms = [float(np.mean([r["rms"] for r in rows_d])) for rows_d in last]
         final_delta = [float(np.mean([r["delta_rms"] for r in rows_d])) for rows_d in last]
         mean_update = [float(np.mean([r["update_rms"] for r in by_depth[d]])) for d in depths]

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from paramlab.optim.common import sort_key
+from paramlab.sweep.results import _require
 
 __all__ = ["fitted_log2_optimum", "optimum_statistics", "seed_mean"]
 
@@ -95,9 +96,7 @@ def _seed_curves(
     """``{group: (sorted x grid, losses[seed, grid point])}``."""
     table: dict[tuple, dict[float, dict[Any, float]]] = {}
     for record in records:
-        missing = [k for k in (*group_by, x, y, "seed") if k not in record]
-        if missing:
-            raise ValueError(f"record {dict(record)!r} lacks the keys {missing}.")
+        _require(record, (*group_by, x, y, "seed"))
         value = math.inf if record[y] is None else float(record[y])
         group = table.setdefault(tuple(record[k] for k in group_by), {})
         group.setdefault(float(record[x]), {})[record["seed"]] = value

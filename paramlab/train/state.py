@@ -33,6 +33,9 @@ def create_train_state(params: Any, optimizer: optax.GradientTransformation) -> 
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params))
 
 
+_all_finite = jax.jit(tree_all_finite)
+
+
 def tree_is_finite(tree: Any) -> bool:
     """Whether every floating-point leaf of ``tree`` is finite (integer leaves are ignored).
 
@@ -40,6 +43,3 @@ def tree_is_finite(tree: Any) -> bool:
     checked by a single program whose scalar result is replicated on every device.
     """
     return bool(_all_finite(tree))
-
-
-_all_finite = jax.jit(tree_all_finite)
