@@ -123,17 +123,17 @@ def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def main(config: ml_collections.ConfigDict, paths: dict[str, str]) -> None:
     """Validate, measure, write the records, the summary and the figure."""
     from paramlab.diagnostics import plot_depth_check
-    from paramlab.sweep import format_table
+    from paramlab.sweep import format_table, strict_json
 
     settings = parse_config(config)
     records = measure(settings)
     out = paths["out"]
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "depth_check.json"), "w") as f:
-        json.dump(records, f, indent=1)
+        json.dump(strict_json(records), f, indent=1, allow_nan=False)
     summary = summarize(records)
     with open(os.path.join(out, "depth_check_summary.json"), "w") as f:
-        json.dump(summary, f, indent=1)
+        json.dump(strict_json(summary), f, indent=1, allow_nan=False)
     title = (
         f"depth check: residual MLP width {settings['width']}, {settings['parametrization']} "
         f"{settings['optimizer']} lr {settings['learning_rate']:g}, {settings['steps']} steps, "
