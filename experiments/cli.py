@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import difflib
 import importlib.util
+import logging as std_logging
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn
 
 import ml_collections
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 __all__ = ["EXIT_USAGE", "check_positive_ints", "config_path", "fail", "parse_list", "parse_recipes", "run"]
@@ -35,9 +36,18 @@ def config_path(name: str) -> str:
     return os.path.join(CONFIG_DIR, f"{name}.py")
 
 
-def fail(program: str, message: Any, code: int = EXIT_USAGE) -> NoReturn:
-    """Print ``<program>: error: <message>`` as one line on stderr and exit with ``code``."""
+def fail(program: str, message: Any, code: int = EXIT_USAGE, *, at_once: bool = False) -> NoReturn:
+    """Print ``<program>: error: <message>`` as one line on stderr and exit with ``code``.
+
+    ``at_once``: exit without the interpreter's shutdown (after a failed checkpoint save, orbax's
+    background threads and event loops print pages of secondary errors while they unwind; everything
+    saved before the failure is already on disk and every metrics record is closed).
+    """
     print(f"{program}: error: {' '.join(str(message).split())}", file=sys.stderr)
+    if at_once:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
     sys.exit(code)
 
 
@@ -125,6 +135,7 @@ def run(
     holders = {name: flags.DEFINE_string(name, "", text) for name, text in path_flags.items()}
 
     def start(argv: list[str]) -> None:
+        _start_logging(program)
         if len(argv) > 1:
             fail(program, f"unexpected arguments {argv[1:]}; every option is a --flag")
         paths = {name: holder.value or "" for name, holder in holders.items()}
@@ -142,6 +153,40 @@ def run(
             fail(program, e)
 
     app.run(start, flags_parser=lambda argv: _parse(program, argv, default_config))
+
+
+def _start_logging(program: str) -> None:
+    """absl logging as its flags say: ``--verbosity`` (with :class:`_LibraryDetail`) and ``--log_dir``
+    (log files there, created if missing; ``--alsologtostderr`` keeps stderr too)."""
+    handler = logging.get_absl_handler()
+    handler.addFilter(_LibraryDetail())
+    log_dir = flags.FLAGS.log_dir
+    if log_dir:
+        try:
+            os.makedirs(log_dir, exist_ok=True)
+            handler.use_absl_log_file(program, log_dir)
+        except OSError as e:
+            fail(program, f"--log_dir {log_dir} is not writable ({e.strerror or e})")
+
+
+class _LibraryDetail(std_logging.Filter):
+    """Below ``--verbosity=1`` only paramlab's own INFO lines show: other libraries' (JAX's backend
+    probing, orbax's several lines per save, matplotlib) are dropped, and so are orbax's errors with a
+    traceback (a failed save, which paramlab reports itself in one line)."""
+
+    def __init__(self):
+        super().__init__()
+        self.own = tuple(
+            os.path.dirname(os.path.abspath(__file__)).rsplit(os.sep, 1)[0] + os.sep + d
+            for d in ("paramlab", "experiments")
+        )
+
+    def filter(self, record: std_logging.LogRecord) -> bool:
+        if logging.get_verbosity() >= logging.DEBUG or record.pathname.startswith(self.own):
+            return True
+        if record.levelno < std_logging.WARNING:
+            return False
+        return not ("orbax" in record.pathname and record.exc_info)
 
 
 def _load(program: str, config_flag: Any) -> ml_collections.ConfigDict:

@@ -32,6 +32,7 @@ from paramlab.optim.common import check_choice
 from paramlab.parametrization import Plan, make_plan, named_parametrization
 from paramlab.train import (
     CheckpointError,
+    CheckpointSaveError,
     LoopConfig,
     Task,
     TrainingDiverged,
@@ -40,13 +41,14 @@ from paramlab.train import (
     fit,
     make_schedule,
 )
+from paramlab.train.hosts import initialize_distributed, is_primary
 
 PROGRAM = "experiments.train"
 EXIT_FAILED, EXIT_PREEMPTED = 1, 143
 
 # Config keys a resumed run may change (cadences, devices, and train.steps: raising it extends a finished
 # run); any other difference from the checkpoint's config is an error.
-RESUME_MUTABLE = ("logging", "eval.every", "checkpoint", "sharding", "train.steps")
+RESUME_MUTABLE = ("logging", "eval.every", "checkpoint", "sharding", "distributed", "train.steps")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -235,6 +237,7 @@ def build_loop(config: ml_collections.ConfigDict) -> LoopConfig:
             mesh_fsdp=config.sharding.fsdp,
             seed=config.seed,
             progress_bar=config.logging.progress_bar,
+            tensorboard=config.logging.tensorboard,
         )
         devices = (jax.device_count() if loop.mesh_data == -1 else loop.mesh_data) * max(loop.mesh_fsdp, 1)
         batch_size = config.data.batch_size
@@ -293,11 +296,16 @@ class _section:
 
 
 def main(config: ml_collections.ConfigDict, paths: dict[str, str]) -> None:
-    """Train the experiment ``--config`` describes in ``--workdir``, printing where its outputs are."""
-    logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
+    """Train the experiment ``--config`` describes in ``--workdir``, printing where its outputs are.
+
+    Status lines (resuming, checkpoints set aside) go through ``absl.logging``; the summary and the
+    outputs' paths are printed by the primary process.
+    """
+    _join_processes(config.distributed)
     workdir = _check_workdir(paths["workdir"])
     experiment = build(config)
-    print(experiment.summary)
+    show = print if is_primary() else lambda *_: None
+    show(experiment.summary)
     try:
         result = fit(
             experiment.task,
@@ -305,11 +313,16 @@ def main(config: ml_collections.ConfigDict, paths: dict[str, str]) -> None:
             workdir,
             run_config=config.to_dict(),
             resume_mutable=RESUME_MUTABLE,
+            log=logging.info,
         )
+    except CheckpointSaveError as e:
+        fail(PROGRAM, e, EXIT_FAILED, at_once=True)
     except (CheckpointError, TrainingDiverged) as e:
         fail(PROGRAM, e, EXIT_FAILED)
     except (WorkdirBusy, OSError) as e:
         fail(PROGRAM, e)
+    if not is_primary():
+        return
     print(f"checkpoints: {result.checkpoint_dir}")
     print(f"metrics:     {result.metrics_path}")
     print(f"plot:        {result.plot_path}")
@@ -321,6 +334,18 @@ def main(config: ml_collections.ConfigDict, paths: dict[str, str]) -> None:
         print(
             f"final validation loss {result.eval_loss:.4f} nats/byte vs unigram entropy "
             f"{entropy:.4f} nats/byte ({result.eval_loss / entropy:.1%} of it)"
+        )
+
+
+def _join_processes(d: ml_collections.ConfigDict) -> None:
+    """``jax.distributed.initialize`` when ``config.distributed`` names a coordinator."""
+    if d.coordinator_address:
+        with _section("distributed"):
+            initialize_distributed(d.coordinator_address, d.num_processes, d.process_id)
+    elif (d.num_processes, d.process_id) != (1, 0):
+        raise ValueError(
+            "config.distributed: num_processes and process_id need a coordinator_address "
+            "('host:port' or 'auto')"
         )
 
 

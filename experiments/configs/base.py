@@ -110,10 +110,18 @@ def get_config() -> ml_collections.ConfigDict:
     c.logging = ml_collections.ConfigDict()
     c.logging.every = 10  # a metrics.jsonl record (and a divergence check) every this many steps
     c.logging.progress_bar = True  # tqdm bar with ETA on stderr
+    c.logging.tensorboard = False  # also TensorBoard event files in <workdir>/tensorboard (tensorboardX)
+    # status lines go through absl logging: --verbosity=1 adds orbax's own, --log_dir writes them to files
 
     # --- devices -----------------------------------------------------------------------------------
     c.sharding = ml_collections.ConfigDict()
     c.sharding.data = -1  # data-parallel mesh axis (-1: all devices left after sharding.fsdp)
     c.sharding.fsdp = 1  # FSDP mesh axis: params and optimizer state split over this many devices
+
+    # --- many processes (jax.distributed; docs/training.md §13) -------------------------------------
+    c.distributed = ml_collections.ConfigDict()
+    c.distributed.coordinator_address = ""  # "": one process; "host:port" of process 0; "auto": the cluster's
+    c.distributed.num_processes = 1  # processes in the run (with a host:port coordinator)
+    c.distributed.process_id = 0  # this process's index (with a host:port coordinator)
 
     return c

@@ -3,11 +3,13 @@
 from paramlab.train.checkpoint import (
     Checkpointer,
     CheckpointError,
+    CheckpointSaveError,
     CorruptCheckpoint,
     Restored,
     config_differences,
 )
 from paramlab.train.checksums import checksum_mismatches, checksums
+from paramlab.train.hosts import initialize_distributed, is_primary
 from paramlab.train.loop import FitResult, LoopConfig, StatefulIterator, Task, fit
 from paramlab.train.metrics import MetricsWriter, plot_loss_curve, progress_bar, read_metrics
 from paramlab.train.schedules import make_schedule
@@ -22,3 +24,4 @@ from paramlab.train.sharding import (
 from paramlab.train.state import TrainingDiverged, TrainState, create_train_state, tree_is_finite
 from paramlab.train.step import evaluate, jit_train_step, make_eval_step, make_train_step, role_rms
 from paramlab.train.workdir import WorkdirBusy, WorkdirLock, check_writable, set_aside
+from paramlab.train.writers import MetricWriter, TensorBoardWriter, open_writers

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
@@ -16,10 +17,18 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 from paramlab.optim.common import path_str
+from paramlab.train import hosts
 from paramlab.train.checksums import checksum_mismatches, checksums
 from paramlab.train.state import TrainingDiverged, TrainState, tree_is_finite
 
-__all__ = ["CheckpointError", "Checkpointer", "CorruptCheckpoint", "Restored", "config_differences"]
+__all__ = [
+    "CheckpointError",
+    "CheckpointSaveError",
+    "Checkpointer",
+    "CorruptCheckpoint",
+    "Restored",
+    "config_differences",
+]
 
 _ITEMS = ("state", "data", "config", "plan", "checksums")
 
@@ -30,6 +39,10 @@ class CheckpointError(RuntimeError):
 
 class CorruptCheckpoint(CheckpointError):
     """A checkpoint whose files cannot be read or whose arrays fail their saved checksums."""
+
+
+class CheckpointSaveError(CheckpointError):
+    """A checkpoint that could not be written (unwritable directory, full disk, ...); older ones are kept."""
 
 
 class Restored(NamedTuple):
@@ -91,7 +104,18 @@ class Checkpointer:
             plan=ocp.args.JsonSave(_json_roundtrip(plan, "plan")),
             checksums=ocp.args.JsonSave(checksums(state._asdict())),
         )
-        self._manager.save(step, args=args, force=True)
+        try:
+            self._manager.save(step, args=args, force=True)
+        except Exception as e:  # orbax raises the file system's errors, and its own
+            raise self._save_error(e) from e
+
+    def _save_error(self, error: Exception) -> CheckpointSaveError:
+        """The one error every failed save becomes; the failed save's stranded threads are released."""
+        _release_stranded_save_threads()
+        return CheckpointSaveError(
+            f"could not save a checkpoint in {self.directory} ({type(error).__name__}: {error}); "
+            "the checkpoints saved before it are kept."
+        )
 
     def restore(
         self,
@@ -147,28 +171,76 @@ class Checkpointer:
         return Restored(state=state, data_state=restored.data, config=saved_config, plan=restored.plan)
 
     def quarantine(self, step: int) -> epath.Path:
-        """Move a corrupt checkpoint out of the way (``<step>.corrupt[.n]``); returns where it went."""
+        """Move a corrupt checkpoint out of the way (``<step>.corrupt[.n]``); returns where it went.
+
+        In a multi-process run the primary process moves it and every process waits for the move.
+        """
         target, n = self.directory / f"{step}.corrupt", 1
         while target.exists():
             target, n = self.directory / f"{step}.corrupt.{n}", n + 1
-        self.step_directory(step).rename(target)
+        if hosts.is_primary():
+            self.step_directory(step).rename(target)
+        hosts.sync(f"paramlab_quarantine_{step}")
         self._manager.reload()
         return target
 
     def wait(self) -> None:
-        """Block until pending asynchronous saves are on disk."""
-        self._manager.wait_until_finished()
+        """Block until pending asynchronous saves are on disk (:class:`CheckpointSaveError`: one failed)."""
+        try:
+            self._manager.wait_until_finished()
+        except Exception as e:
+            raise self._save_error(e) from e
 
     def close(self) -> None:
-        """Finish pending saves and release the manager's threads."""
-        self._manager.wait_until_finished()
-        self._manager.close()
+        """Finish pending saves and release the manager's threads, even when a save failed.
+
+        After a failed save the manager's own shutdown may fail too (on the same missing directory);
+        the save's error is the one reported.
+        """
+        try:
+            self.wait()
+        except CheckpointSaveError:
+            self._close_manager(failed=True)
+            raise
+        self._close_manager(failed=False)
+
+    def _close_manager(self, *, failed: bool) -> None:
+        try:
+            self._manager.close()
+        except Exception as e:
+            if not failed:
+                raise self._save_error(e) from e
 
     def __enter__(self) -> Checkpointer:
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, kind, value, traceback) -> None:
+        try:
+            self.close()
+        except CheckpointSaveError:
+            if kind is None:  # otherwise the error already under way is the one to report
+                raise
+
+
+def _release_stranded_save_threads() -> None:
+    """Let the process exit after a failed asynchronous save.
+
+    orbax runs each save as background threads that wait for one another's completion signals; when one
+    fails, the others wait for a signal that never comes (until orbax's coordination timeout, minutes),
+    and the interpreter cannot exit while they do. Mark them cancelled and send the signals they wait
+    for: a cancelled thread returns without running its part of the save. (``cancel()`` itself would
+    also cancel a task on the thread's event loop, which may be closed by then.)
+    """
+    try:  # orbax internals: a version without them leaves the threads to orbax's own timeout
+        from orbax.checkpoint._src.futures import future as orbax_future
+
+        signaling_thread, set_signals = orbax_future._SignalingThread, orbax_future.set_signals
+    except (ImportError, AttributeError):
+        return
+    for thread in threading.enumerate():
+        if isinstance(thread, signaling_thread) and thread.is_alive():
+            thread._cancelled = True
+            set_signals(thread._receive_signals, operation_id=thread._operation_id)
 
 
 def _absolute(directory: str | epath.PathLike) -> epath.Path:

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import signal
-import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
@@ -18,8 +16,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from paramlab.train import hosts, writers
 from paramlab.train import metrics as metrics_lib
-from paramlab.train.checkpoint import Checkpointer, CheckpointError, CorruptCheckpoint
+from paramlab.train.checkpoint import Checkpointer
+from paramlab.train.preemption import StopOnPreemption
+from paramlab.train.resume import newest_intact_step, resume_newest_intact
 from paramlab.train.sharding import batch_sharding, make_mesh, shard_batch, tree_shardings
 from paramlab.train.state import TrainingDiverged, TrainState, create_train_state
 from paramlab.train.step import LossFn, evaluate, jit_train_step, make_eval_step, make_train_step
@@ -90,6 +91,8 @@ class LoopConfig:
       mesh_fsdp: parameter-sharding mesh axis size (1: replicated params).
       seed: the parameter-initialization seed.
       progress_bar: show a tqdm bar on stderr.
+      tensorboard: also write the metrics as TensorBoard event files in ``<workdir>/tensorboard``
+        (``metrics.jsonl`` is always written: resuming and the loss plot read it).
     """
 
     steps: int
@@ -103,6 +106,7 @@ class LoopConfig:
     mesh_fsdp: int = 1
     seed: int = 0
     progress_bar: bool = True
+    tensorboard: bool = False
 
     def __post_init__(self):
         for name, low in (
@@ -116,6 +120,8 @@ class LoopConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}.")
+        if self.tensorboard:
+            writers.check_tensorboard()
         if self.compute_dtype not in COMPUTE_DTYPES:
             raise ValueError(f"compute_dtype must be one of {COMPUTE_DTYPES}, got {self.compute_dtype!r}.")
 
@@ -159,6 +165,8 @@ def fit(
     when no checkpoint is intact (corrupt ones are moved aside) or another config wrote it.
     """
     workdir = os.fspath(workdir)
+    primary = hosts.is_primary()
+    log = log if primary else _silent
     check_writable(workdir, "workdir")
     paths = {
         "checkpoint_dir": os.path.join(workdir, "checkpoints"),
@@ -172,23 +180,35 @@ def fit(
     with (
         WorkdirLock(workdir, log),
         Checkpointer(paths["checkpoint_dir"], max_to_keep=config.max_to_keep) as ckpt,
-        _StopOnSigterm() as stop,
+        StopOnPreemption() as stop,
     ):
-        start, state, state_sharding = _initial_state(
+        start, state, abstract = _initial_state(
             task, config, mesh, ckpt, paths, run_config, resume_mutable, log
         )
-        writer = metrics_lib.MetricsWriter(paths["metrics_path"], resume_step=start)
+        state_sharding = jax.tree.map(lambda x: x.sharding, abstract)
+        writer = writers.open_writers(
+            paths["metrics_path"], resume_step=start, tensorboard=config.tensorboard, primary=primary
+        )
         step_fn = jit_train_step(
             _train_step(task, config, compute_dtype), state_sharding, batch_sharding(mesh)
         )
         eval_step = make_eval_step(task.eval_loss_fn or task.loss_fn, compute_dtype)
-        run = _Run(task, config, mesh, ckpt, writer, eval_step, run_config, stop)
-        state, last, eval_loss, status = run.train(state, step_fn, start or 0)
-        if eval_loss is None and status == "completed" and task.eval_batches is not None:
-            eval_loss = run.evaluate(state)  # already complete on entry: report, do not log again
-    records = metrics_lib.read_metrics(paths["metrics_path"])
-    metrics_lib.plot_loss_curve(records, paths["plot_path"], reference=task.reference_loss, title=workdir)
+        run = _Run(task, config, mesh, ckpt, writer, eval_step, run_config, stop, abstract)
+        try:
+            state, last, eval_loss, status = run.train(state, step_fn, start or 0)
+            if eval_loss is None and status == "completed" and task.eval_batches is not None:
+                eval_loss = run.evaluate(state)  # already complete on entry: report, do not log again
+        finally:
+            writer.close()
+    if primary:
+        records = metrics_lib.read_metrics(paths["metrics_path"])
+        metrics_lib.plot_loss_curve(records, paths["plot_path"], reference=task.reference_loss, title=workdir)
     return FitResult(status=status, step=last, resumed_from=start, eval_loss=eval_loss, **paths)
+
+
+def _silent(message: str) -> None:
+    """The status log of a non-primary process: its messages are the primary's."""
+    del message
 
 
 def _initial_state(
@@ -213,14 +233,23 @@ def _initial_state(
     abstract = jax.tree.map(
         lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract, state_sharding
     )
-    start, state = _resume_newest_intact(ckpt, abstract, task, run_config, resume_mutable, log)
+    start, state = resume_newest_intact(
+        ckpt,
+        abstract,
+        train_batches=task.train_batches,
+        plan=task.plan,
+        run_config=run_config,
+        resume_mutable=resume_mutable,
+        log=log,
+    )
     if start is None:
-        set_aside([paths["metrics_path"], paths["plot_path"]], log)
+        if hosts.is_primary():
+            set_aside([paths["metrics_path"], paths["plot_path"]], log)
         state = jax.jit(init_state, out_shardings=state_sharding)(rng)
         log(f"starting from scratch (no checkpoint in {paths['checkpoint_dir']})")
     else:
         log(f"resuming from checkpoint {ckpt.step_directory(start)} (step {start})")
-    return start, state, state_sharding
+    return start, state, abstract
 
 
 def _train_step(task: Task, config: LoopConfig, compute_dtype: Any) -> Callable:
@@ -235,52 +264,13 @@ def _train_step(task: Task, config: LoopConfig, compute_dtype: Any) -> Callable:
     )
 
 
-def _resume_newest_intact(
-    ckpt: Checkpointer, abstract: Any, task: Task, run_config: Mapping, resume_mutable: Iterable[str], log
-) -> tuple[int | None, TrainState | None]:
-    """``(step, state)`` of the newest checkpoint that verifies; corrupt ones are moved aside with a warning.
-
-    ``(None, None)`` with no checkpoint at all; a :class:`CheckpointError` when every one is corrupt.
-    """
-    steps = ckpt.all_steps()
-    for step in reversed(steps):
-        try:
-            return step, _resume(ckpt, step, abstract, task, run_config, resume_mutable)
-        except CorruptCheckpoint as e:
-            moved = ckpt.quarantine(step)
-            log(f"warning: {e} Moved it to {moved}; trying the next older checkpoint.")
-    if steps:
-        raise CheckpointError(f"no intact checkpoint in {ckpt.directory} (tried steps {steps}); stopping.")
-    return None, None
-
-
-def _resume(
-    ckpt: Checkpointer,
-    step: int,
-    abstract: Any,
-    task: Task,
-    run_config: Mapping,
-    resume_mutable: Iterable[str],
-) -> TrainState:
-    """The train state of checkpoint ``step``; the data iterator is set to its saved position."""
-    restored = ckpt.restore(step, abstract, config=run_config, resume_mutable=resume_mutable, plan=task.plan)
-    try:
-        task.train_batches.set_state(restored.data_state)
-    except (ValueError, TypeError, KeyError) as e:
-        raise CheckpointError(
-            f"checkpoint {ckpt.step_directory(step)}: its data-iterator state does not fit the "
-            f"current data pipeline ({e})"
-        ) from e
-    return restored.state
-
-
 class _Run:
     """The mutable bookkeeping of one :func:`fit` call (pending device metrics, timers)."""
 
-    def __init__(self, task, config, mesh, ckpt, writer, eval_step, run_config, stop):
+    def __init__(self, task, config, mesh, ckpt, writer, eval_step, run_config, stop, abstract):
         self.task, self.config, self.mesh = task, config, mesh
         self.ckpt, self.writer, self.eval_step = ckpt, writer, eval_step
-        self.run_config, self.stop = run_config, stop
+        self.run_config, self.stop, self.abstract = run_config, stop, abstract
         self.pending: list[tuple[int, dict]] = []
 
     def train(self, state: TrainState, step_fn, first: int) -> tuple[TrainState, int, float | None, str]:
@@ -288,7 +278,8 @@ class _Run:
         eval_loss, status, step = None, "completed", first
         if first >= config.steps:
             return state, first, None, status
-        bar = metrics_lib.progress_bar(config.steps, initial=first, disable=not config.progress_bar)
+        shown = config.progress_bar and hosts.is_primary()
+        bar = metrics_lib.progress_bar(config.steps, initial=first, disable=not shown)
         try:
             batch = self._next_batch()
             t0 = time.perf_counter()
@@ -300,7 +291,7 @@ class _Run:
                 self.pending.append((step, metrics))
                 bar.update(1)
                 last = step == config.steps
-                stopping = self.stop.is_set()
+                stopping = self.stop.reached(step)
                 do_eval = task.eval_batches is not None and (last or _every(step, config.eval_every))
                 do_save = last or stopping or _every(step, config.checkpoint_every)
                 if do_eval or do_save or _every(step, config.log_every):
@@ -343,7 +334,7 @@ class _Run:
         for step, values in pending:
             for key in ("loss", "grad_norm"):
                 if not np.isfinite(values[key]):
-                    where = self.ckpt.latest_step()
+                    where = newest_intact_step(self.ckpt, self.abstract)
                     kept = (
                         "no checkpoint" if where is None else f"checkpoint {self.ckpt.step_directory(where)}"
                     )
@@ -362,27 +353,3 @@ class _Run:
 
 def _every(step: int, period: int) -> bool:
     return period > 0 and step % period == 0
-
-
-class _StopOnSigterm:
-    """Context manager: SIGTERM sets a flag (checked between steps) instead of killing the process.
-
-    Only installed in the main thread (Python delivers signals there); the previous handler is
-    restored on exit.
-    """
-
-    def __init__(self):
-        self._event = threading.Event()
-        self._previous = None
-
-    def is_set(self) -> bool:
-        return self._event.is_set()
-
-    def __enter__(self) -> _StopOnSigterm:
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGTERM, lambda signum, frame: self._event.set())
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)

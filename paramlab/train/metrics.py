@@ -41,6 +41,9 @@ class MetricsWriter:
         with open(self.path, "a") as f:
             f.write(_dumps(record) + "\n")
 
+    def close(self) -> None:
+        """Nothing to release: every record is appended and closed at once."""
+
 
 def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
     """The records of a metrics file (missing file: none), skipping a torn or unparsable line."""

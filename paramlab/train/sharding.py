@@ -81,13 +81,18 @@ def tree_shardings(mesh: Mesh, tree: Any) -> Any:
 
 
 def shard_batch(batch: Any, mesh: Mesh) -> Any:
-    """Place a host batch (numpy leaves with a leading batch axis) on the mesh, split over all devices."""
+    """Place a host batch (numpy leaves with a leading batch axis) on the mesh, split over all devices.
+
+    Every process passes the same global batch and places only the rows of its own devices
+    (``jax.make_array_from_callback``), so one process and many give the same global array.
+    """
     n = mesh.size
     sharding = batch_sharding(mesh)
 
     def put(x):
-        if np.shape(x)[0] % n:
-            raise ValueError(f"batch size {np.shape(x)[0]} is not divisible by the {n} devices of the mesh.")
-        return jax.device_put(x, sharding)
+        x = np.asarray(x)
+        if x.ndim == 0 or x.shape[0] % n:
+            raise ValueError(f"batch size {x.shape[:1]} is not divisible by the {n} devices of the mesh.")
+        return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
 
     return jax.tree.map(put, batch)

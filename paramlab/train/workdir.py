@@ -11,6 +11,8 @@ import socket
 import time
 from collections.abc import Callable
 
+from paramlab.train import hosts
+
 __all__ = ["WorkdirBusy", "WorkdirLock", "check_writable", "set_aside"]
 
 LOCK_NAME = ".paramlab.lock"
@@ -24,7 +26,9 @@ class WorkdirLock:
     """Context manager: hold ``workdir/.paramlab.lock`` (pid, host, start time) for the run.
 
     A lock whose process is gone (same host, pid not alive) is taken over; a live holder, or one on
-    another host (whose liveness cannot be checked), is a :class:`WorkdirBusy` naming it.
+    another host (whose liveness cannot be checked), is a :class:`WorkdirBusy` naming it. In a
+    multi-process run the primary process holds the lock for all of them, and its refusal stops every
+    process.
     """
 
     def __init__(self, workdir: str | os.PathLike, log: Callable[[str], None] = print):
@@ -33,6 +37,19 @@ class WorkdirLock:
         self.owner = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
 
     def __enter__(self) -> WorkdirLock:
+        refusal = None
+        if hosts.is_primary():
+            try:
+                self._acquire()
+            except WorkdirBusy as e:
+                refusal = e
+        if not hosts.primary_decides(refusal is None):
+            raise refusal or WorkdirBusy(
+                f"workdir {os.path.dirname(self.path)} is in use (process 0 could not take its lock)."
+            )
+        return self
+
+    def _acquire(self) -> None:
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
         while not self._create():
             holder = self._holder()
@@ -49,7 +66,6 @@ class WorkdirLock:
                 f"{holder.get('host')} (since {since}); wait for it, use another workdir, or delete "
                 f"{self.path} if that process is gone."
             )
-        return self
 
     def __exit__(self, *exc) -> None:
         if self._holder() == self.owner:
@@ -75,7 +91,7 @@ class WorkdirLock:
 def check_writable(directory: str | os.PathLike, what: str = "directory") -> None:
     """Create ``directory`` and write a probe file in it; an ``OSError`` naming it if that fails."""
     directory = os.fspath(directory)
-    probe = os.path.join(directory, f".write_probe_{os.getpid()}")
+    probe = os.path.join(directory, f".write_probe_{socket.gethostname()}_{os.getpid()}")
     try:
         os.makedirs(directory, exist_ok=True)
         with open(probe, "w") as f:

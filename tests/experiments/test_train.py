@@ -106,7 +106,7 @@ def test_sigkill_then_restart_equals_uninterrupted_run(tmp_path):
 
     resumed = _run(killed, *RESUMABLE)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert "resuming from checkpoint" in resumed.stdout
+    assert "resuming from checkpoint" in resumed.stderr  # absl logging
     assert _records(killed) == _records(straight)
 
     # the uninterrupted run's report: outputs exist, learning happened
@@ -130,7 +130,7 @@ def test_sigkill_then_restart_equals_uninterrupted_run(tmp_path):
     # raising train.steps extends the finished run from its last checkpoint
     longer = _run(straight, *RESUMABLE, f"--config.train.steps={STEPS + 10}")
     assert longer.returncode == 0, longer.stderr[-2000:]
-    assert f"resuming from checkpoint {straight / 'checkpoints' / str(STEPS)}" in longer.stdout
+    assert f"resuming from checkpoint {straight / 'checkpoints' / str(STEPS)}" in longer.stderr
     assert max(r["step"] for r in _records(straight)) == STEPS + 10
 
     # a corrupt newest checkpoint: named, moved aside, and the run resumes from the newest intact one
@@ -140,11 +140,32 @@ def test_sigkill_then_restart_equals_uninterrupted_run(tmp_path):
     corrupt = _run(killed, *RESUMABLE)
     assert corrupt.returncode == 0, corrupt.stderr[-2000:]
     assert (
-        f"checkpoints/{STEPS} is unreadable" in corrupt.stdout and "next older checkpoint" in corrupt.stdout
+        f"checkpoints/{STEPS} is unreadable" in corrupt.stderr and "next older checkpoint" in corrupt.stderr
     )
-    assert f"resuming from checkpoint {killed / 'checkpoints' / str(STEPS - 10)}" in corrupt.stdout
+    assert f"resuming from checkpoint {killed / 'checkpoints' / str(STEPS - 10)}" in corrupt.stderr
     assert (killed / "checkpoints" / f"{STEPS}.corrupt").is_dir()
     assert _records(killed) == [r for r in _records(straight) if r["step"] <= STEPS]
+
+
+def test_a_checkpoint_that_cannot_be_saved_ends_the_run_in_one_line(tmp_path):
+    """The checkpoint directory turns into a file mid-run: exit 1 within seconds, one line naming it."""
+    proc = _start(tmp_path, *RESUMABLE, "--config.checkpoint.every=2")
+    _wait_for_checkpoint(tmp_path, proc)
+    ckpt = tmp_path / "checkpoints"
+    ckpt.rename(tmp_path / "saved")
+    while not ckpt.is_file():  # orbax may recreate the directory before the file is written
+        try:
+            ckpt.write_text("not a directory")
+        except IsADirectoryError:
+            ckpt.rename(tmp_path / f"recreated.{time.monotonic_ns()}")
+    t0 = time.monotonic()
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, err[-2000:]
+    assert time.monotonic() - t0 < 60
+    errors = [line for line in err.splitlines() if line.startswith("experiments.train: error:")]
+    assert len(errors) == 1 and f"could not save a checkpoint in {ckpt}" in errors[0], err[-2000:]
+    assert "Traceback" not in err
+    assert any(p.name.isdigit() for p in (tmp_path / "saved").iterdir())  # what was saved is kept
 
 
 BAD_COMMAND_LINES = [

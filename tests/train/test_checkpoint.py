@@ -8,9 +8,16 @@ import numpy as np
 import optax
 import pytest
 
-from paramlab.train.checkpoint import Checkpointer, CheckpointError, CorruptCheckpoint, config_differences
+from paramlab.train.checkpoint import (
+    Checkpointer,
+    CheckpointError,
+    CheckpointSaveError,
+    CorruptCheckpoint,
+    config_differences,
+)
 from paramlab.train.loop import LoopConfig, fit
 from paramlab.train.metrics import read_metrics
+from paramlab.train.resume import newest_intact_step
 from paramlab.train.sharding import make_mesh, tree_shardings
 from paramlab.train.state import TrainingDiverged, create_train_state
 from paramlab.train.step import make_train_step
@@ -188,3 +195,32 @@ def test_different_plan_is_an_error(toy, tmp_path):
             CheckpointError, match=r"ckpt/3 holds a different parametrization plan \(specs.1.lr"
         ):
             ckpt.restore(3, _abstract(state), plan=other)
+
+
+def test_the_last_good_checkpoint_is_one_that_verifies(toy, tmp_path):
+    """``newest_intact_step`` (what "diverged; the last good state is ..." names) skips a corrupt one."""
+    state = _trained_state(toy)
+    with Checkpointer(tmp_path / "ckpt") as ckpt:
+        for s in (1, 2, 3):
+            ckpt.save(state._replace(step=jnp.int32(s)), data_state=None, config=CONFIG)
+        assert newest_intact_step(ckpt, _abstract(state)) == 3
+        metadata = tmp_path / "ckpt" / "3" / "checksums" / "metadata"
+        saved = json.loads(metadata.read_text())
+        saved[sorted(saved)[0]][0] ^= 1
+        metadata.write_text(json.dumps(saved))
+        assert newest_intact_step(ckpt, _abstract(state)) == 2
+        assert ckpt.all_steps() == [1, 2, 3]  # nothing moved: the next run quarantines it
+
+
+def test_a_failed_save_is_a_checkpoint_save_error_naming_the_directory(toy, tmp_path):
+    state = _trained_state(toy)
+    directory = tmp_path / "ckpt"
+    with pytest.raises(CheckpointSaveError, match=rf"could not save a checkpoint in {directory}"):
+        with Checkpointer(directory) as ckpt:
+            ckpt.save(state._replace(step=jnp.int32(1)), data_state=None, config=CONFIG)
+            ckpt.wait()
+            directory.rename(tmp_path / "moved")
+            directory.write_text("a file where the checkpoints should be")
+            ckpt.save(state._replace(step=jnp.int32(2)), data_state=None, config=CONFIG)
+            ckpt.wait()
+    assert [p.name for p in (tmp_path / "moved").iterdir() if p.name.isdigit()] == ["1"]
