@@ -278,13 +278,16 @@ class _Run:
         eval_loss, status, step = None, "completed", first
         if first >= config.steps:
             return state, first, None, status
-        shown = config.progress_bar and hosts.is_primary()
-        bar = metrics_lib.progress_bar(config.steps, initial=first, disable=not shown)
+        primary = hosts.is_primary()
+        bar = metrics_lib.progress_bar(
+            config.steps, initial=first, disable=not (config.progress_bar and primary)
+        )
+        say = bar.write if primary else _silent
         try:
             batch = self._next_batch()
             t0 = time.perf_counter()
             compiled = step_fn.lower(state, batch).compile()
-            bar.write(f"compiled the train step in {time.perf_counter() - t0:.1f} s")
+            say(f"compiled the train step in {time.perf_counter() - t0:.1f} s")
             self.t_last = time.perf_counter()
             for step in range(first + 1, config.steps + 1):
                 state, metrics = compiled(state, batch)
@@ -300,7 +303,7 @@ class _Run:
                     if do_eval:
                         eval_loss = self.evaluate(state)
                         self.writer.write({"step": step, "eval_loss": eval_loss})
-                        bar.write(f"step {step}: eval loss {eval_loss:.4f}")
+                        say(f"step {step}: eval loss {eval_loss:.4f}")
                     if do_save:
                         self.ckpt.save(
                             state,
@@ -310,7 +313,7 @@ class _Run:
                         )
                     self.t_last = time.perf_counter()
                 if stopping and not last:
-                    bar.write(f"SIGTERM: saved a checkpoint at step {step}; stopping")
+                    say(f"preempted (SIGTERM): saved a checkpoint at step {step}; stopping")
                     status = "preempted"
                     break
                 if not last:

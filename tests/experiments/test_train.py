@@ -169,6 +169,8 @@ def test_a_checkpoint_that_cannot_be_saved_ends_the_run_in_one_line(tmp_path):
 
 
 BAD_COMMAND_LINES = [
+    (["--config.distributed.num_processes=2"], "config.distributed: num_processes and process_id need"),
+    (["--config.distributed.coordinator_address=nohost"], "coordinator_address must be 'host:port'"),
     (["--config.model.no_such_key=1"], "unknown config key 'model.no_such_key'"),
     (["--config.model.d_modle=64"], "did you mean 'model.d_model'?"),
     (["--config.train.steps=abc"], "--config.train.steps=abc"),
@@ -187,6 +189,7 @@ def test_bad_command_lines_are_one_line_errors_with_exit_2(tmp_path):
     blocker.write_text("x")
     cases = [(_command(tmp_path / "w", *overrides), expected) for overrides, expected in BAD_COMMAND_LINES]
     cases.append((_command(blocker / "sub"), "is not writable"))
+    cases.append((_command(tmp_path / "w", f"--log_dir={blocker}/logs"), f"--log_dir {blocker}/logs is not"))
     cases.append((_command(tmp_path / "w", config="experiments/configs/nope.py"), "does not exist"))
     cases.append(([sys.executable, "-m", "experiments.train", f"--config={TINY}"], "--workdir is required"))
     procs = [
@@ -241,3 +244,12 @@ def test_scanned_layers_build_and_a_bad_depth_setting_names_its_key():
     config.parametrization.base_n_layers = 0
     with pytest.raises(ValueError, match="base_n_layers"):
         build(config)
+
+
+def test_log_dir_gets_the_status_lines_and_tensorboard_the_metrics(tmp_path):
+    logs, workdir = tmp_path / "logs", tmp_path / "w"
+    done = _run(workdir, "--config.train.steps=8", "--config.logging.tensorboard=True", f"--log_dir={logs}")
+    assert done.returncode == 0, done.stderr[-2000:]
+    log_files = [p for p in logs.iterdir() if p.is_file() and not p.is_symlink()]
+    assert any("starting from scratch" in p.read_text() for p in log_files), [p.name for p in log_files]
+    assert list((workdir / "tensorboard").glob("events.out.tfevents.*"))
