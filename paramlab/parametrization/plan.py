@@ -176,8 +176,9 @@ class Plan:
     def optimizer_scales(self) -> dict[str, Any]:
         """The per-leaf arguments of :func:`paramlab.optim.optimizer` for this plan.
 
-        ``lr_scales``, ``weight_decay_scales``, ``fan_axes`` and (``eps_mode="per_layer"``)
-        ``eps_scales`` as functions ``tree -> per-leaf tree``, and the ``weight_decay_mode``.
+        ``lr_scales``, ``weight_decay_scales``, ``fan_axes`` and (``eps_mode="per_layer"``, or
+        ``absorb_multipliers`` with a multiplier to fold) ``eps_scales`` as functions
+        ``tree -> per-leaf tree``, and the ``weight_decay_mode``.
         """
         scales = dict(
             lr_scales=functools.partial(self.tree, "lr"),
@@ -185,7 +186,8 @@ class Plan:
             weight_decay_mode=self.parametrization.weight_decay_mode,
             fan_axes=self.fan_axes,
         )
-        if self.parametrization.eps_mode == "per_layer":
+        p = self.parametrization
+        if p.eps_mode == "per_layer" or any(s.eps != 1.0 for s in self.scales.values()):
             scales["eps_scales"] = functools.partial(self.tree, "eps")
         return scales
 

@@ -89,6 +89,12 @@ class Parametrization:
         ``"completep"`` (branch ``r_L^(-alpha)``): the depth factors of the parameters inside
         residual blocks (``docs/reference.md`` §7, :func:`~.tables.depth_exponents`).
       depth_alpha: CompleteP's ``alpha`` in [1/2, 1] (``None``: 1); the other rules fix it.
+      absorb_multipliers: fold every forward multiplier into the init, LR, epsilon and decay (the
+        abc-symmetry, ``docs/reference.md`` §1), so that the plan's multipliers are all 1 and the model's
+        own ``apply`` is right without :meth:`~paramlab.parametrization.Plan.wrap_apply`. The trained
+        function is the same up to Adam's epsilon when it is constant (per-layer epsilon folds too),
+        Adafactor's parameter-scale floor, and global-norm gradient clipping (gradients change by the
+        multipliers). The residual branch multiplier of a depth rule stays a model option.
     """
 
     name: str
@@ -108,6 +114,7 @@ class Parametrization:
     attention_scale: str | None = None
     depth_rule: str = "none"
     depth_alpha: float | None = None
+    absorb_multipliers: bool = False
 
     def __post_init__(self):
         for field, choices in (
@@ -122,7 +129,7 @@ class Parametrization:
             check_choice(getattr(self, field), choices, f"Parametrization.{field}")
         if self.attention_scale is not None:
             check_choice(self.attention_scale, ATTENTION_SCALES, "Parametrization.attention_scale")
-        for flag in ("zero_init_readout", "zero_init_query"):
+        for flag in ("zero_init_readout", "zero_init_query", "absorb_multipliers"):
             if not isinstance(getattr(self, flag), bool):
                 raise ValueError(f"{flag} must be a bool, got {getattr(self, flag)!r}.")
         object.__setattr__(self, "alignment", _normalize_alignment(self.alignment))

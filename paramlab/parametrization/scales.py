@@ -5,6 +5,13 @@ into :class:`ParamScales`: multiplier ``M f_a``, init ``S mu_in^(1/2) f_b``, LR 
 ``f_g d_eps`` and weight decay ``W / f_c`` (``lr_coupled``) or ``W`` (``independent``), where ``f_x`` are
 the width factors of the role's exponents and ``d_x`` the depth factors of a residual-block parameter
 (1 outside blocks). Every factor is exactly 1.0 at the base width and depth.
+
+With ``absorb_multipliers`` each multiplier ``m`` is folded into the stored parameter by the
+abc-symmetry (``docs/reference.md`` §1): the stored weight is ``W = m w``, so init ``× m``; the gradient
+with respect to ``W`` is ``1/m`` of that with respect to ``w``, so the LR that gives the same change of
+``W`` is ``× m^2`` for SGD, ``× m`` for Adam (whose step ignores the gradient's scale) and ``× 1`` for
+Adafactor (whose step is already relative to ``RMS(W)``); Adam's epsilon ``× 1/m``; an LR-coupled decay
+``× lr / lr'`` (the product ``lr · decay`` is unchanged), an independent one unchanged; multiplier 1.
 """
 
 from __future__ import annotations
@@ -80,7 +87,28 @@ def compute_scales(specs: dict[str, ParamSpec], p: Parametrization) -> dict[str,
             # the depth LR factor multiplies it, as in CompleteP's reference (docs/reference.md §7)
             weight_decay=const["weight_decays"] / lr_width[path] if coupled else const["weight_decays"],
         )
+    if p.absorb_multipliers:
+        scales = {path: _absorbed(s, p) for path, s in scales.items()}
     return scales
+
+
+_ABSORBED_LR_POWER = {"sgd": 2, "adam": 1, "adafactor": 0}
+
+
+def _absorbed(s: ParamScales, p: Parametrization) -> ParamScales:
+    """``s`` with its multiplier folded into init, LR, epsilon and decay (module docstring)."""
+    m = s.multiplier
+    if m in (0.0, 1.0):
+        return s  # nothing to fold (a zero multiplier has no equivalent stored weight)
+    lr = s.lr * m ** _ABSORBED_LR_POWER[p.family]
+    coupled = p.weight_decay_mode == "lr_coupled"
+    return ParamScales(
+        multiplier=1.0,
+        init=s.init * m,
+        lr=lr,
+        eps=s.eps / m,
+        weight_decay=s.weight_decay * s.lr / lr if coupled and lr else s.weight_decay,
+    )
 
 
 def _global_lr(specs: dict[str, ParamSpec], lr_width: dict[str, float], exponent: float | str) -> float:

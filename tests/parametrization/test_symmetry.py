@@ -32,17 +32,21 @@ from paramlab.parametrization import Parametrization, make_plan
 N0, N = 16, 128
 
 
-def _losses(name, family, base, eps_mode="constant", steps=4, **opt_kwargs):
+def _losses(
+    name, family, base, eps_mode="constant", steps=4, absorb=False, decay_mode="lr_coupled", **opt_kwargs
+):
     with jax.enable_x64(True):
         make = lambda w: MLP(MLPConfig(in_dim=6, width=w, out_dim=3, activation="tanh"))
         x = jax.random.normal(jax.random.key(1), (16, 6), jnp.float64)
         y = jnp.sin(x[:, :3])
-        parametrization = Parametrization(name, family, eps_mode=eps_mode)
+        parametrization = Parametrization(
+            name, family, eps_mode=eps_mode, absorb_multipliers=absorb, weight_decay_mode=decay_mode
+        )
         plan = make_plan(make, parametrization, base=N0, delta=2 * N0, target=N, inputs=(x,))
         model = make(N)
         own = meta.unbox(model.init(jax.random.key(0), x)["params"])  # the same draw for every name
         params = plan.rescale_init(jax.tree.map(lambda p: p.astype(jnp.float64), own))
-        apply = plan.wrap_apply(model.apply)
+        apply = model.apply if absorb else plan.wrap_apply(model.apply)
         opt = plan.optimizer(base, 3e-2, **opt_kwargs)
         state = opt.init(params)
         losses = []
@@ -70,6 +74,52 @@ def test_equivalent_parametrizations_train_identically(a, b, family, base, kwarg
     np.testing.assert_allclose(
         _losses(a, family, base, **kwargs), _losses(b, family, base, **kwargs), rtol=1e-9
     )
+
+
+ABSORBED = [
+    ("adam", "adam", dict(eps=1e-8)),  # a constant epsilon: the fold scales it per leaf
+    ("adam", "adamw", dict(weight_decay=0.1)),
+    ("adam", "adamw", dict(weight_decay=0.1, decay_mode="independent")),
+    ("adam", "adam_atan2", {}),
+    ("sgd", "sgd", dict(momentum=0.9, weight_decay=0.1)),
+    ("adafactor", "adafactor", dict(base_kwargs={"min_dim_size_to_factor": 8})),
+]
+
+
+@pytest.mark.parametrize("name", ["ntk", "mfp", "mup_table8"])
+@pytest.mark.parametrize("family,base,kwargs", ABSORBED)
+def test_absorbed_multipliers_train_like_wrapped_apply_with_the_model_own_apply(name, family, base, kwargs):
+    """abc-symmetry: multipliers folded into init / LR / epsilon / decay, no ``wrap_apply`` needed."""
+    wrapped = _losses(name, family, base, **kwargs)
+    absorbed = _losses(name, family, base, absorb=True, **kwargs)
+    np.testing.assert_allclose(absorbed, wrapped, rtol=1e-9)
+
+
+def test_without_the_fold_the_model_own_apply_is_another_model():
+    """The trap the fold removes: the plain apply of a wrapped plan's params trains something else."""
+    with jax.enable_x64(True):
+        make = lambda w: MLP(MLPConfig(in_dim=6, width=w, out_dim=3, activation="tanh"))
+        x = jnp.ones((2, 6), jnp.float64)
+        plans = {
+            absorb: make_plan(
+                make,
+                Parametrization("mfp", "adam", absorb_multipliers=absorb),
+                base=N0,
+                delta=2 * N0,
+                target=N,
+                inputs=(x,),
+            )
+            for absorb in (False, True)
+        }
+        assert set(plans[True].values("multiplier").values()) == {1.0}
+        assert set(plans[False].values("multiplier").values()) != {1.0}
+        own = meta.unbox(make(N).init(jax.random.key(0), x)["params"])
+        own = jax.tree.map(lambda p: p.astype(jnp.float64), own)
+        wrapped = plans[False].wrap_apply(make(N).apply)({"params": plans[False].rescale_init(own)}, x)
+        absorbed = make(N).apply({"params": plans[True].rescale_init(own)}, x)
+        plain = make(N).apply({"params": plans[False].rescale_init(own)}, x)
+        np.testing.assert_allclose(absorbed, wrapped, rtol=1e-12)
+        assert not np.allclose(plain, wrapped, rtol=1e-3)
 
 
 def test_adafactor_sp_and_ntk_train_identically():
