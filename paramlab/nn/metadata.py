@@ -41,6 +41,12 @@ class FanAxesBox(struct.PyTreeNode, meta.AxisMetadata):
     def replace_boxed(self, val: Any) -> FanAxesBox:
         return self.replace(value=val)
 
+    @classmethod
+    def from_nnx_metadata(cls, metadata: dict[str, Any]) -> FanAxesBox:
+        """The box ``nnx.bridge`` rebuilds from an ``nnx.Param``'s value and ``fan_axes`` metadata
+        (the rest of NNX's metadata, e.g. sharding flags, has no place in the box)."""
+        return cls(metadata["value"], fan_axes=metadata["fan_axes"])
+
     def add_axis(self, index: int, params: dict[Any, Any]) -> FanAxesBox:
         """``nn.scan`` / ``nn.vmap`` stack the parameter: the new axis is a stacked axis."""
         return self.replace(fan_axes=self.fan_axes.shifted(index))

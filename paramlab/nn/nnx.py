@@ -1,7 +1,8 @@
 """Flax NNX adapter of the parametrization engine.
 
 NNX layers declare fan axes as ``nnx.Param`` metadata: ``nnx.Param(value, fan_in=(0,), fan_out=(1,))``
-or ``nnx.Linear(..., kernel_metadata={"fan_in": (0,), "fan_out": (1,)})``; undeclared parameters
+or ``nnx.Linear(..., kernel_metadata={"fan_in": (0,), "fan_out": (1,)})``; a Linen module wrapped by
+``nnx.bridge.ToNNX`` keeps its :class:`~paramlab.nn.metadata.FanAxesBox` axes; undeclared parameters
 follow :func:`paramlab.nn.default_fan_axes`. The engine underneath is the same as for Linen (it
 works on paths, and an ``nnx.State`` flattens to the same paths as the pure dict)::
 
@@ -56,7 +57,11 @@ def param_shapes(make_model: Callable[[], nnx.Module], wrt: Any = nnx.Param) -> 
 
 
 def _fan_axes(variable: nnx.Variable, path: str) -> FanAxes | None:
+    """The variable's declared fan axes: ``fan_in`` / ``fan_out`` metadata, or a whole ``fan_axes``
+    (what ``nnx.bridge.ToNNX`` carries over from a Linen :class:`~paramlab.nn.metadata.FanAxesBox`)."""
     metadata = variable.get_metadata()
+    if isinstance(metadata.get("fan_axes"), FanAxes):
+        return metadata["fan_axes"]
     has_in, has_out = "fan_in" in metadata, "fan_out" in metadata
     if has_in != has_out:
         raise ValueError(f"parameter {path}: declare both fan_in and fan_out metadata, or neither.")

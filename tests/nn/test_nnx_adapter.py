@@ -107,3 +107,52 @@ def test_nnx_optimizer_with_effective_model():
     assert float(loss(model)) < first
     roles = plan.roles(nnx.state(model, nnx.Param))
     assert roles["readout"]["kernel"].get_value() == "readout"
+
+
+def test_the_linen_transformer_through_nnx_bridge_keeps_its_fan_axes_and_trains_as_linen():
+    """``nnx.bridge.ToNNX`` carries each FanAxesBox over as ``fan_axes`` metadata: the bridged module's
+    plan is the Linen module's, and one plan step from the same weights gives the same loss."""
+    from flax.nnx import bridge
+
+    from paramlab.models import Transformer, TransformerConfig, cross_entropy
+
+    tokens = jax.random.randint(jax.random.key(3), (2, 8), 0, 64)
+    config = lambda w: TransformerConfig(
+        vocab_size=64, d_model=w, n_layers=2, n_heads=w // 16, d_head=16, d_ff=2 * w, max_len=8
+    )
+    bridged = lambda w: bridge.lazy_init(bridge.ToNNX(Transformer(config(w)), rngs=nnx.Rngs(0)), tokens)
+    recipe = Parametrization("mfp", "adam")  # multipliers on every role: the forward paths must agree
+    nnx_plan = make_plan(bridged, recipe, base=32, delta=64, target=64)
+    linen_plan = make_plan(
+        lambda w: Transformer(config(w)), recipe, base=32, delta=64, target=64, inputs=(tokens,)
+    )
+    assert nnx_plan.specs == linen_plan.specs and nnx_plan.scales == linen_plan.scales
+    assert nnx_plan.specs["block_0/attn/q/kernel"].fan_axes == FanAxes((0,), (1, 2))
+
+    module = bridged(64)
+    nnx_adapter.rescale_init(nnx_plan, module)
+    params = nnx.state(module, nnx.Param)
+    linen_params = nnx.to_pure_dict(params)
+    linen_apply = linen_plan.wrap_apply(Transformer(config(64)).apply)
+
+    def loss(logits):
+        return cross_entropy(logits[:, :-1], tokens[:, 1:])[0]
+
+    nnx_loss = lambda m: loss(nnx_adapter.effective_model(nnx_plan, m)(tokens))
+    linen_loss = lambda p: loss(linen_apply({"params": p}, tokens))
+
+    opt = nnx_plan.optimizer(learning_rate=1e-2)
+    grads = nnx.grad(nnx_loss, argnums=nnx.DiffState(0, nnx.Param))(module)
+    updates, _ = opt.update(grads, opt.init(params), params)
+    before = float(nnx_loss(module))
+    nnx.update(module, optax.apply_updates(params, updates))
+    nnx_losses = (before, float(nnx_loss(module)))
+
+    opt = linen_plan.optimizer(learning_rate=1e-2)
+    updates, _ = opt.update(jax.grad(linen_loss)(linen_params), opt.init(linen_params), linen_params)
+    linen_losses = (
+        float(linen_loss(linen_params)),
+        float(linen_loss(optax.apply_updates(linen_params, updates))),
+    )
+    np.testing.assert_allclose(nnx_losses, linen_losses, rtol=1e-5)
+    assert nnx_losses[1] < nnx_losses[0]
