@@ -9,3 +9,4 @@ from paramlab.data.corpus import (
     unigram_entropy,
 )
 from paramlab.data.iterator import Batch, BatchIterator, eval_batches
+from paramlab.data.pipelines import GrainBatches

@@ -1,5 +1,7 @@
 """fit(): outputs, exact resume after SIGTERM, divergence, incompatible checkpoints, FSDP."""
 
+import dataclasses
+import json
 import os
 import signal
 
@@ -131,3 +133,40 @@ def test_tree_is_finite():
     assert tree_is_finite({"a": np.ones(2), "b": np.arange(3)})
     assert not tree_is_finite({"a": np.array([1.0, np.inf])})
     assert tree_is_finite(jax.numpy.zeros(()))
+
+
+def test_a_grain_pipeline_resumes_exactly(toy, tmp_path):
+    """A user's grain pipeline as train_batches: stopping at step 5 and resuming logs the straight run."""
+    grain = pytest.importorskip("grain")
+    from paramlab.data import GrainBatches
+
+    def grain_task():
+        pipeline = grain.MapDataset.range(64).shuffle(seed=3).map(lambda i: toy.batch(int(i), batch_size=1))
+        batches = pipeline.map(lambda b: {k: v[0] for k, v in b.items()}).batch(8).repeat()
+        return dataclasses.replace(_task(toy), train_batches=GrainBatches(batches))
+
+    straight = fit(grain_task(), LoopConfig(**LOOP), tmp_path / "a", log=lambda _: None)
+    fit(grain_task(), LoopConfig(**{**LOOP, "steps": 5}), tmp_path / "b", log=lambda _: None)
+    assert _saved_data_state(tmp_path / "b", 5) == {"next_index": 5}
+    resumed = fit(grain_task(), LoopConfig(**LOOP), tmp_path / "b", log=lambda _: None)
+    assert resumed.resumed_from == 5
+    want = _no_timing(read_metrics(straight.metrics_path))
+    got = _no_timing(read_metrics(resumed.metrics_path))
+    assert [r for r in got if r["step"] > 5] == [r for r in want if r["step"] > 5]
+
+
+def _saved_data_state(workdir, step):
+    """The data-iterator state a checkpoint holds (its JSON item, read from disk)."""
+    return json.loads(
+        (Checkpointer(workdir / "checkpoints").step_directory(step) / "data" / "metadata").read_text()
+    )
+
+
+def test_grain_batches_refuses_what_is_not_a_grain_pipeline():
+    pytest.importorskip("grain")
+    from paramlab.data import GrainBatches
+
+    with pytest.raises(
+        ValueError, match="dataset must be a grain MapDataset, IterDataset or DatasetIterator"
+    ):
+        GrainBatches([1, 2, 3])
