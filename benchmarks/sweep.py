@@ -8,11 +8,16 @@ batches from the same initialization, in the same process:
   (donated state), compiled once per run, then one dispatch per step; losses fetched at the end.
 * **sweep**: :func:`paramlab.sweep.run_sweep` (vmap over the members, ``lax.scan`` over steps).
 
+* **sharded sweep** (only with several devices): the same sweep with its member axis sharded over
+  all of them (``run_sweep(member_devices=...)``).
+
 Reported: wall time of each side (end to end, and split into compilation and training), the ratio
 ``sweep / sequential`` (target <= 0.5) and the largest relative difference between each member's
-loss and its sequential run's loss, at the last step (target <= 1e-4) and over all steps.
+loss and its sequential run's loss, at the last step (target <= 1e-4) and over all steps; with several
+devices also ``sharded / sweep`` and the sharded sweep's largest difference from the unsharded one.
 
     python -m benchmarks.sweep --out=DIR      # writes DIR/sweep.json, prints a table
+    XLA_FLAGS=--xla_force_host_platform_device_count=8 python -m benchmarks.sweep --out=DIR  # + sharded
 """
 
 from __future__ import annotations
@@ -108,24 +113,14 @@ def measure(cfg: BenchConfig) -> dict:
         seq_times.append(times)
     sequential = np.stack(sequential, axis=1)  # (steps, K)
 
-    t0 = time.perf_counter()
-    result = run_sweep(
-        init_params,
-        loss_fn,
-        lambda learning_rate: optax.adam(learning_rate),
-        product_members(seeds=(cfg.seed,), learning_rate=cfg.lrs),
-        iter(batches),
-        cfg.steps,
-        steps_per_call=cfg.steps_per_call,
-    )
-    sweep_total = time.perf_counter() - t0
+    sweep_total, result = _timed_sweep(cfg, init_params, loss_fn, batches, member_devices=1)
     swept = result.history["loss"].astype(np.float64)
 
     rel = np.abs(swept - sequential) / np.abs(sequential)
     seq_total = sum(t["total_s"] for t in seq_times)
     seq_compile = sum(t["compile_s"] for t in seq_times)
     seq_train = sum(t["train_s"] for t in seq_times)
-    return {
+    report = {
         "config": dataclasses.asdict(cfg),
         "machine": {
             "platform": platform.platform(),
@@ -150,23 +145,50 @@ def measure(cfg: BenchConfig) -> dict:
         "final_loss_sequential": sequential[-1].tolist(),
         "final_loss_sweep": swept[-1].tolist(),
     }
+    devices = jax.device_count()
+    if devices > 1 and len(cfg.lrs) % devices == 0:
+        sharded_total, sharded = _timed_sweep(cfg, init_params, loss_fn, batches, member_devices=devices)
+        diff = np.abs(sharded.history["loss"].astype(np.float64) - swept) / np.abs(swept)
+        report["sweep_sharded"] = {"total_s": sharded_total, "member_devices": devices, **sharded.timings}
+        report["ratio_sharded_to_sweep"] = sharded_total / sweep_total
+        report["max_rel_diff_sharded_vs_sweep"] = float(diff.max())
+    return report
+
+
+def _timed_sweep(cfg: BenchConfig, init_params, loss_fn, batches: Sequence, member_devices: int):
+    """``(wall seconds, SweepResult)`` of the benchmark's sweep, its members over ``member_devices``."""
+    t0 = time.perf_counter()
+    result = run_sweep(
+        init_params,
+        loss_fn,
+        lambda learning_rate: optax.adam(learning_rate),
+        product_members(seeds=(cfg.seed,), learning_rate=cfg.lrs),
+        iter(batches),
+        cfg.steps,
+        steps_per_call=cfg.steps_per_call,
+        member_devices=member_devices,
+    )
+    return time.perf_counter() - t0, result
 
 
 def summary_table(report: dict) -> str:
     """The printed table: one row per side, then the ratios and loss differences."""
-    rows = [
-        {"": name, **{k: report[name][k] for k in ("total_s", "compile_s", "train_s")}}
-        for name in ("sequential", "sweep")
+    sides = [name for name in ("sequential", "sweep", "sweep_sharded") if name in report]
+    rows = [{"": name, **{k: report[name][k] for k in ("total_s", "compile_s", "train_s")}} for name in sides]
+    lines = [
+        format_table(rows),
+        f"ratio sweep/sequential: total {report['ratio_total']:.3f} (target <= 0.5), "
+        f"train only {report['ratio_train']:.3f}",
+        f"max rel loss diff: final step {report['max_rel_diff_final']:.2e} (target <= 1e-4), "
+        f"all steps {report['max_rel_diff_all_steps']:.2e}",
     ]
-    return "\n".join(
-        [
-            format_table(rows),
-            f"ratio sweep/sequential: total {report['ratio_total']:.3f} (target <= 0.5), "
-            f"train only {report['ratio_train']:.3f}",
-            f"max rel loss diff: final step {report['max_rel_diff_final']:.2e} (target <= 1e-4), "
-            f"all steps {report['max_rel_diff_all_steps']:.2e}",
-        ]
-    )
+    if "sweep_sharded" in report:
+        lines.append(
+            f"sharded over {report['sweep_sharded']['member_devices']} devices / unsharded sweep: "
+            f"{report['ratio_sharded_to_sweep']:.3f}; "
+            f"max rel loss diff {report['max_rel_diff_sharded_vs_sweep']:.2e}"
+        )
+    return "\n".join(lines)
 
 
 def main(argv: Sequence[str]) -> None:

@@ -50,7 +50,10 @@ def make_mesh(data: int = -1, fsdp: int = 1, devices: Sequence[jax.Device] | Non
         raise ValueError(
             f"make_mesh: data x fsdp = {data} x {fsdp} needs more than the {n} available devices."
         )
-    return Mesh(np.asarray(devices[: data * fsdp]).reshape(data, fsdp), BATCH_AXES)
+    # jax.make_mesh orders the devices for the physical topology (TPU slices, GPU hosts); the axes are
+    # Auto (the compiler propagates shardings), as every sharding paramlab places is a NamedSharding
+    auto = (jax.sharding.AxisType.Auto,) * len(BATCH_AXES)
+    return jax.make_mesh((data, fsdp), BATCH_AXES, devices=devices[: data * fsdp], axis_types=auto)
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
