@@ -76,6 +76,7 @@ class Args:
     curve_every: int = 25
     scan_layers: bool = False
     log_alignment: bool = False
+    progress_bar: bool = False
 
 
 def log_grid(low: float, high: float, factor: float) -> tuple[float, ...]:
@@ -319,6 +320,7 @@ def run(args: Args, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
             probe_fn=alignment_probe(setting.apply_fn, held_out[0]["inputs"][:2])
             if args.log_alignment
             else None,
+            progress_bar=args.progress_bar,
         )
         records += [_record(args, cell, r) for r in result.records]
         curves += curve_records(cell, members, result.history["loss"], args.curve_every)

@@ -40,4 +40,5 @@ def get_config() -> ml_collections.ConfigDict:
     c.steps_per_call = 25  # steps per compiled call (lax.scan)
     c.curve_every = 25  # curves.json: each member's train loss averaged over windows of this many steps
     c.log_alignment = False  # add each run's final alignment exponents (alpha, omega, u per layer)
+    c.progress_bar = True  # a tqdm bar per sweep (rate and ETA on stderr)
     return c

@@ -19,6 +19,7 @@ import numpy as np
 import optax
 
 from paramlab.optim.common import tree_all_finite
+from paramlab.train.metrics import progress_bar as progress_bar_over
 from paramlab.train.state import TrainState, create_train_state
 from paramlab.train.step import LossFn, make_train_step
 
@@ -222,6 +223,7 @@ def run_sweep(
     roles: Any = None,
     probe_fn: Callable[[Any, Any], Mapping[str, jax.Array]] | None = None,
     member_devices: int = 1,
+    progress_bar: bool = False,
 ) -> SweepResult:
     """Train every member for ``steps`` steps as one compiled program: a :class:`SweepResult`.
 
@@ -243,6 +245,8 @@ def run_sweep(
         :func:`paramlab.diagnostics.alignment_probe`); ``nan`` for diverged members. Its last values
         are added to the records.
       member_devices: shard the members over this many devices (:func:`init_sweep`).
+      progress_bar: show a tqdm bar over the sweep's steps (rate and ETA on stderr), updated after
+        each compiled call.
     """
     _check_lengths(steps, steps_per_call, final_window)
     timings = {"init_s": 0.0, "compile_s": 0.0, "train_s": 0.0, "eval_s": 0.0}
@@ -253,7 +257,11 @@ def run_sweep(
     sweep_step = make_sweep_step(
         loss_fn, optimizer_fn, members, microbatches=microbatches, compute_dtype=compute_dtype, roles=roles
     )
-    state, history = _train_in_chunks(sweep_step, state, batches, steps, steps_per_call, probe, timings)
+    bar = progress_bar_over(steps, disable=not progress_bar)
+    with bar:
+        state, history = _train_in_chunks(
+            sweep_step, state, batches, steps, steps_per_call, probe, timings, bar
+        )
     eval_loss = None
     if eval_batches is not None:
         t0 = time.perf_counter()
@@ -286,6 +294,7 @@ def _train_in_chunks(
     steps_per_call: int,
     probe: _Probe | None,
     timings: dict[str, float],
+    bar: Any,
 ) -> tuple[SweepState, dict[str, np.ndarray]]:
     """``steps`` sweep steps, ``steps_per_call`` per compiled ``lax.scan``; the per-step metrics."""
     run_chunk = jax.jit(lambda s, chunk: jax.lax.scan(sweep_step, s, chunk), donate_argnums=0)
@@ -301,6 +310,7 @@ def _train_in_chunks(
         t0 = time.perf_counter()
         state, metrics = jax.block_until_ready(compiled[length](state, chunk))
         timings["train_s"] += time.perf_counter() - t0
+        bar.update(length)
         chunks.append(metrics)
         if probe is not None:
             probe.record(state)

@@ -87,10 +87,13 @@ def test_several_hyperparameters_live_in_the_optimizer_state():
     np.testing.assert_allclose(result.history["loss"][:, 2], losses, rtol=1e-5)
 
 
-def test_diverged_member_is_frozen_and_others_go_on():
+def test_diverged_member_is_frozen_and_others_go_on(capsys):
     batches = _batches(15)
     members = product_members(learning_rate=(0.05, 1e4))
-    result = run_sweep(_init_params, _loss_fn, optax.sgd, members, iter(batches), 15, steps_per_call=4)
+    result = run_sweep(
+        _init_params, _loss_fn, optax.sgd, members, iter(batches), 15, steps_per_call=4, progress_bar=True
+    )
+    assert "15/15" in capsys.readouterr().err  # the bar counted every step, chunk by chunk (4+4+4+3)
     good, bad = result.records
     assert not good["diverged"]
     losses, _ = _sequential(optax.sgd(0.05), 0, batches)
