@@ -5,9 +5,14 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 CORE := $(VENV)/.installed-core
 STAMP := $(VENV)/.installed
+FLOOR_VENV := .venv-floor
+# the smoke test at the dependency floors (constraints-floor.txt): the README, every optimizer, the
+# parametrization engine, both Flax adapters, the training loop, checkpoints and the metric writers
+FLOOR_SMOKE := tests/test_readme.py tests/optim/test_alias.py tests/optim/test_common.py \
+	tests/parametrization/test_plan.py tests/nn tests/train/test_loop.py tests/train/test_writers.py
 WORKDIR ?= runs/demo
 
-.PHONY: setup run test lint format bench clean
+.PHONY: setup run test test-floor lint format bench clean
 
 setup: $(STAMP)
 
@@ -29,6 +34,13 @@ run: $(CORE)
 test: $(STAMP)
 	$(PY) -m pytest -n 2 --dist worksteal -q tests
 
+# paramlab with every dependency at its floor version (a separate venv), then the smoke tests.
+test-floor:
+	test -x $(FLOOR_VENV)/bin/python || $(PYTHON) -m venv $(FLOOR_VENV)
+	$(FLOOR_VENV)/bin/pip install --quiet --upgrade pip
+	$(FLOOR_VENV)/bin/pip install --quiet -c constraints-floor.txt -e . pytest pytest-xdist grain tensorboardX
+	$(FLOOR_VENV)/bin/python -m pytest -n 2 -q -p no:cacheprovider $(FLOOR_SMOKE)
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check paramlab experiments benchmarks tests
 	$(VENV)/bin/ruff format --check paramlab experiments benchmarks tests
@@ -45,4 +57,4 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.depth --out=docs/bench
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) $(FLOOR_VENV) runs .pytest_cache
