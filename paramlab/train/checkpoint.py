@@ -142,6 +142,9 @@ class Checkpointer:
             saved_config = saved_config.config
         except Exception as e:  # orbax raises many types for unreadable files
             raise CorruptCheckpoint(f"checkpoint {where} is unreadable ({type(e).__name__}: {e}).") from e
+        missing = [item for item in _ITEMS if item not in meta]
+        if missing:
+            raise CorruptCheckpoint(f"checkpoint {where} is unreadable: its items {missing} are missing.")
         _check_compatible(where, saved_config, meta["state"], config, resume_mutable, abstract_state)
         try:
             restored = self._manager.restore(

@@ -1,6 +1,7 @@
 """Checkpoints: exact round trip, keep-last-N, strict config/shape checks, corrupt files, non-finite."""
 
 import json
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -119,6 +120,18 @@ def test_corrupt_checkpoint_is_an_error_naming_it(toy, tmp_path, victim):
     with Checkpointer(tmp_path / "ckpt") as ckpt:
         assert ckpt.latest_step() == 3
         with pytest.raises(CheckpointError, match=r"ckpt/3"):
+            ckpt.restore(3, _abstract(state), config=CONFIG)
+
+
+@pytest.mark.parametrize("victim", ["state", "checksums", "data"])
+def test_a_checkpoint_missing_an_item_is_corrupt_naming_it(toy, tmp_path, victim):
+    state = _trained_state(toy)
+    with Checkpointer(tmp_path / "ckpt") as ckpt:
+        ckpt.save(state, data_state={"pos": 1}, config=CONFIG)
+        ckpt.wait()
+    shutil.rmtree(tmp_path / "ckpt" / "3" / victim)
+    with Checkpointer(tmp_path / "ckpt") as ckpt:
+        with pytest.raises(CorruptCheckpoint, match=r"ckpt/3"):
             ckpt.restore(3, _abstract(state), config=CONFIG)
 
 
