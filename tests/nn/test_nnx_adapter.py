@@ -118,7 +118,7 @@ def test_the_linen_transformer_through_nnx_bridge_keeps_its_fan_axes_and_trains_
 
     tokens = jax.random.randint(jax.random.key(3), (2, 8), 0, 64)
     config = lambda w: TransformerConfig(
-        vocab_size=64, d_model=w, n_layers=2, n_heads=w // 16, d_head=16, d_ff=2 * w, max_len=8
+        vocab_size=64, d_model=w, n_layers=1, n_heads=w // 16, d_head=16, d_ff=2 * w, max_len=8
     )
     bridged = lambda w: bridge.lazy_init(bridge.ToNNX(Transformer(config(w)), rngs=nnx.Rngs(0)), tokens)
     recipe = Parametrization("mfp", "adam")  # multipliers on every role: the forward paths must agree
