@@ -17,7 +17,9 @@ time over all rounds after warm-up. Compared:
   and on the 3-D attention kernels, which optax's rule leaves unfactored).
 
 Also reported: "minimum traffic" bandwidth, ``(2 params + grads + 2 state) bytes / step time``, a lower
-bound on the memory traffic of a step.
+bound on the memory traffic of a step, and the figure of merit: that bandwidth as a fraction of the
+machine's copy bandwidth, measured in the same rounds as ``2 params bytes / time`` of a jitted copy of
+the parameter tree into a donated tree of the same shapes (read one, write the other in place).
 
     python -m benchmarks.optimizers --out=DIR [--size=small]   # writes DIR/optimizers.json, prints a table
 """
@@ -165,6 +167,12 @@ def measure(size: str = "full") -> dict:
             params, state = step(params, state, grads)
         jax.block_until_ready((params, state))
         runs[name] = {"step": step, "params": params, "state": state, "times": [], "compile_s": compile_s}
+    # the copy writes into a donated tree, as the optimizers write into their donated params and state
+    # (a fresh output tree would time the operating system's page faults, not the memory)
+    copy_into = jax.jit(lambda source, target: jax.tree.map(jnp.copy, source), donate_argnums=1)
+    copy_source = random_tree(shapes, seed=0, scale=0.02)
+    copy_target = jax.block_until_ready(copy_into(copy_source, random_tree(shapes, seed=2, scale=1.0)))
+    copy_times = []
     for _ in range(rounds):
         for run in runs.values():
             for _ in range(steps_per_round):
@@ -172,11 +180,16 @@ def measure(size: str = "full") -> dict:
                 run["params"], run["state"] = run["step"](run["params"], run["state"], grads)
                 jax.block_until_ready((run["params"], run["state"]))
                 run["times"].append(time.perf_counter() - t0)
+        for _ in range(steps_per_round):
+            t0 = time.perf_counter()
+            copy_target = jax.block_until_ready(copy_into(copy_source, copy_target))
+            copy_times.append(time.perf_counter() - t0)
 
     kernels = {"q": shapes["layer_0"]["q"], "o": shapes["layer_0"]["o"]}
     kernel_fans = {"q": _Q_FAN, "o": _O_FAN}
     n_params = int(sum(np.prod(s) for s in jax.tree.leaves(shapes, is_leaf=_is_shape)))
     param_bytes = 4 * n_params
+    copy_gb_per_s = 2 * param_bytes / float(np.median(copy_times)) / 1e9
     report_runs = {}
     for name, run in runs.items():
         state_bytes = tree_bytes(run["state"])
@@ -190,6 +203,7 @@ def measure(size: str = "full") -> dict:
             "state_bytes": state_bytes,
             "state_bytes_per_3d_kernel_pair_q_o": tree_bytes(kernel_state),
             "min_traffic_gb_per_s": min_traffic / median_s / 1e9,
+            "fraction_of_copy_bandwidth": min_traffic / median_s / 1e9 / copy_gb_per_s,
             "finite": bool(all(np.all(np.isfinite(x)) for x in jax.tree.leaves(run["params"]))),
         }
     comparisons = {
@@ -206,6 +220,7 @@ def measure(size: str = "full") -> dict:
         "n_params": n_params,
         "param_bytes": param_bytes,
         "timed_steps": rounds * steps_per_round,
+        "copy": {"median_ms": 1e3 * float(np.median(copy_times)), "gb_per_s": copy_gb_per_s},
         "machine": {
             "platform": platform.platform(),
             "cpu_count": os.cpu_count(),
@@ -223,15 +238,20 @@ def measure(size: str = "full") -> dict:
 
 def summary_table(report: dict) -> str:
     """One row per optimizer, then one per comparison."""
+    copy, load = report["copy"], report["machine"]["load_average_1min"]
     lines = [
         f"{report['n_params'] / 1e6:.2f}M parameters, median of {report['timed_steps']} steps "
         f"({report['machine']['backend']}, jax {report['machine']['jax']})",
-        f"{'optimizer':<30}{'median ms':>11}{'state MB':>10}{'q+o state KB':>14}{'min GB/s':>10}",
+        f"jnp copy of the parameters: {copy['median_ms']:.2f} ms, {copy['gb_per_s']:.2f} GB/s; "
+        f"load average {load['before']:.2f} before, {load['after']:.2f} after",
+        f"{'optimizer':<30}{'median ms':>11}{'state MB':>10}{'q+o state KB':>14}{'min GB/s':>10}"
+        f"{'of copy':>9}",
     ]
     for name, run in report["runs"].items():
         lines.append(
             f"{name:<30}{run['median_ms']:>11.2f}{run['state_bytes'] / 2**20:>10.2f}"
             f"{run['state_bytes_per_3d_kernel_pair_q_o'] / 2**10:>14.1f}{run['min_traffic_gb_per_s']:>10.2f}"
+            f"{run['fraction_of_copy_bandwidth']:>9.2f}"
         )
     lines.append(f"{'comparison':<50}{'time ratio':>11}{'target':>8}{'state ratio':>13}")
     for name, cmp in report["comparisons"].items():

@@ -12,6 +12,8 @@ def test_small_benchmark_report(tmp_path):
     assert set(report["runs"]) == set(bench.optimizers({}))
     for run in report["runs"].values():
         assert run["finite"] and run["median_ms"] > 0 and run["state_bytes"] > 0
+        assert run["fraction_of_copy_bandwidth"] == run["min_traffic_gb_per_s"] / report["copy"]["gb_per_s"]
+    assert report["copy"]["gb_per_s"] == 2 * report["param_bytes"] / (report["copy"]["median_ms"] / 1e3) / 1e9
     assert len(report["comparisons"]) == len(bench.COMPARISONS)
     for comparison in report["comparisons"].values():
         assert np.isfinite(comparison["time_ratio"]) and comparison["state_bytes_ratio"] <= 1.0
