@@ -176,9 +176,11 @@ class _LibraryDetail(std_logging.Filter):
 
     def __init__(self):
         super().__init__()
+        import paramlab  # wherever it is installed (a wheel is not beside this checkout's experiments/)
+
         self.own = tuple(
-            os.path.dirname(os.path.abspath(__file__)).rsplit(os.sep, 1)[0] + os.sep + d
-            for d in ("paramlab", "experiments")
+            os.path.dirname(os.path.abspath(module_file)) + os.sep
+            for module_file in (paramlab.__file__, __file__)
         )
 
     def filter(self, record: std_logging.LogRecord) -> bool:
