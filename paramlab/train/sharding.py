@@ -94,8 +94,12 @@ def shard_batch(batch: Any, mesh: Mesh) -> Any:
 
     def put(x):
         x = np.asarray(x)
-        if x.ndim == 0 or x.shape[0] % n:
-            raise ValueError(f"batch size {x.shape[:1]} is not divisible by the {n} devices of the mesh.")
+        if x.ndim == 0:
+            raise ValueError(
+                f"a batch leaf is a scalar; every leaf needs a leading batch axis for the {n} devices."
+            )
+        if x.shape[0] % n:
+            raise ValueError(f"batch size {x.shape[0]} is not divisible by the {n} devices of the mesh.")
         return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
 
     return jax.tree.map(put, batch)

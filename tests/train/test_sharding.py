@@ -96,3 +96,12 @@ def test_shard_batch_splits_over_all_devices(toy):
     assert replicated(mesh).spec == P()
     with pytest.raises(ValueError, match="not divisible"):
         shard_batch(toy.batch(0, batch_size=6), mesh)
+
+
+def test_shard_batch_names_the_batch_size_or_a_scalar_leaf():
+    mesh = make_mesh(devices=jax.devices()[:1])
+    with pytest.raises(ValueError, match="a batch leaf is a scalar"):
+        shard_batch({"x": np.float32(1.0)}, mesh)
+    if len(jax.devices()) >= 2:
+        with pytest.raises(ValueError, match=r"batch size 3 is not divisible by the 2 devices"):
+            shard_batch({"x": np.zeros((3, 4))}, make_mesh(devices=jax.devices()[:2]))
