@@ -39,6 +39,7 @@ import ml_collections
 from experiments import cli
 from experiments.lr_transfer_curves import curve_records
 from experiments.lr_transfer_summary import recipe_label, write_summary
+from experiments.transformer_cells import Cell, build_setting, member_record
 
 PROGRAM = "experiments.lr_transfer"
 _POSITIVE = ("steps", "seeds", "base_width", "base_depth", "d_head", "ff_ratio", "seq_len", "batch_size")
@@ -173,124 +174,6 @@ def _learning_rates(config: ml_collections.ConfigDict) -> tuple[float, ...]:
     return log_grid(*grid)
 
 
-@dataclasses.dataclass(frozen=True)
-class Cell:
-    """One model of the grid: a recipe (parametrization and depth rule) at one width and depth."""
-
-    parametrization: str
-    depth_rule: str
-    width: int
-    depth: int
-
-
-@dataclasses.dataclass(frozen=True)
-class Setting:
-    """What one sweep trains: a parametrization of the model at one width and depth."""
-
-    init_params: Callable[[Any], Any]
-    loss_fn: Callable[[Any, Any], Any]
-    optimizer_fn: Callable[..., Any]
-    apply_fn: Callable[..., Any]  # (params, tokens) -> logits, with the plan's multipliers
-
-
-B1, B2, SGD_MOMENTUM = 0.9, 0.95, 0.9
-
-
-def model_config(args: Args, width: int, depth: int, branch_multiplier: float = 1.0):
-    """The Transformer at ``d_model = width`` with ``depth`` blocks: heads ``width / d_head``,
-    ``d_ff = ff_ratio * width``."""
-    from paramlab.models import TransformerConfig
-
-    return TransformerConfig(
-        d_model=width,
-        n_layers=depth,
-        n_heads=width // args.d_head,
-        d_head=args.d_head,
-        d_ff=args.ff_ratio * width,
-        max_len=args.seq_len,
-        attention_scale="sqrt",  # d_head is fixed across widths: 1/sqrt(d_head) is width-independent
-        branch_multiplier=branch_multiplier,
-        scan_layers=args.scan_layers,
-    )
-
-
-def build_setting(args: Args, cell: Cell) -> Setting:
-    """The model, plan and optimizer factory of one cell (recipe, width, depth).
-
-    The recipe comes from :func:`paramlab.parametrization.named_parametrization` with the cell's
-    depth rule (``depth_alpha`` for CompleteP); the plan is inferred from the models at
-    ``(base_width, base_depth)``, ``(2 base_width, 2 base_depth)`` and the cell, and the model takes
-    the plan's branch multiplier. The learning rate
-    follows linear warmup then cosine decay to 10% of the swept peak value; each optimizer takes what
-    configures it (:func:`paramlab.optim.configuring`) of ``b1=0.9, b2=0.95``, ``eps`` and SGD
-    momentum 0.9.
-    """
-    import jax
-    import jax.numpy as jnp
-    import optax
-
-    from paramlab.models import Transformer, cross_entropy
-    from paramlab.nn import linen as linen_adapter
-    from paramlab.optim import configuring
-    from paramlab.parametrization import make_plan, named_parametrization
-    from paramlab.train import make_schedule
-
-    recipe = named_parametrization(
-        cell.parametrization,
-        args.optimizer,
-        alignment=args.alignment,
-        eps_mode=args.eps_mode,
-        attention_scale="sqrt",
-        depth_rule=cell.depth_rule,
-        depth_alpha=args.depth_alpha if cell.depth_rule == "completep" else None,
-    )
-    make_model = lambda size: Transformer(model_config(args, *size))
-    tokens = jax.ShapeDtypeStruct((1, args.seq_len), jnp.int32)
-    plan = make_plan(
-        make_model,
-        recipe,
-        base=(args.base_width, args.base_depth),
-        delta=(2 * args.base_width, 2 * args.base_depth),
-        target=(cell.width, cell.depth),
-        inputs=(tokens,),
-    )
-    model = Transformer(model_config(args, cell.width, cell.depth, plan.branch_multiplier()))
-    apply = plan.wrap_apply(model.apply)
-    relative = make_schedule("cosine", 1.0, args.steps, args.warmup_steps, final_fraction=0.1)
-
-    def init_params(rng):
-        return linen_adapter.init(plan, model, rng, jnp.zeros((1, args.seq_len), jnp.int32))["params"]
-
-    def loss_fn(params, batch):
-        return cross_entropy(apply({"params": params}, batch["inputs"]), batch["targets"])
-
-    def optimizer_fn(learning_rate):
-        kwargs = configuring(args.optimizer, b1=B1, b2=B2, eps=args.eps, momentum=SGD_MOMENTUM)
-        tx = plan.optimizer(learning_rate=learning_rate, **kwargs)
-        return optax.chain(tx, optax.scale_by_schedule(relative))
-
-    return Setting(init_params, loss_fn, optimizer_fn, lambda params, x: apply({"params": params}, x))
-
-
-def _record(args: Args, cell: Cell, r: dict[str, Any]) -> dict[str, Any]:
-    """One output record from one sweep member's record."""
-    return {
-        "parametrization": cell.parametrization,
-        "depth_rule": cell.depth_rule,
-        "optimizer": args.optimizer,
-        "alignment": args.alignment,
-        "width": cell.width,
-        "depth": cell.depth,
-        "learning_rate": r["learning_rate"],
-        **{k: r[k] for k in ("seed", "final_loss", "diverged", "initial_loss", "train_loss", "eval_loss")},
-        "diverged_step": r["diverged_step"],
-        "steps": r["steps"],
-        "eps": args.eps,
-        "eps_mode": args.eps_mode,
-        **{k: v for k, v in r.items() if k.startswith("alignment/")},
-    }
-
-
 def run(args: Args, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
     """Every sweep of the experiment; writes the outputs to ``args.out`` and returns the records."""
     from paramlab.data import BatchIterator, eval_batches, load_corpus
@@ -322,7 +205,7 @@ def run(args: Args, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
             else None,
             progress_bar=args.progress_bar,
         )
-        records += [_record(args, cell, r) for r in result.records]
+        records += [member_record(args, cell, r) for r in result.records]
         curves += curve_records(cell, members, result.history["loss"], args.curve_every)
         done = [r for r in result.records if not r["diverged"]]
         best = min(done, key=lambda r: r["final_loss"]) if done else None

@@ -25,6 +25,7 @@ from absl import logging
 from experiments import cli
 from experiments.cli import fail
 from paramlab.data import VOCAB_SIZE, BatchIterator, Corpus, eval_batches, load_corpus, unigram_entropy
+from paramlab.diagnostics import apply_with_stability
 from paramlab.models import Transformer, TransformerConfig, cross_entropy
 from paramlab.nn import linen as linen_adapter
 from paramlab.optim import OPTIMIZERS, configuring, family_of
@@ -162,7 +163,8 @@ def build_model(config: ml_collections.ConfigDict) -> tuple[Transformer, Plan]:
             lr_mode=p.lr_mode,
             eps_mode=p.eps_mode,
         )
-        options.update(weight_decay_mode=p.weight_decay_mode, depth_rule=p.depth_rule)
+        options.update(weight_decay_mode=p.weight_decay_mode, weight_decay_rule=p.weight_decay_rule)
+        options.update(depth_rule=p.depth_rule)
         if p.depth_rule == "completep":
             options.update(depth_alpha=p.depth_alpha)
         parametrization = named_parametrization(p.name, config.optimizer.name, **options)
@@ -254,9 +256,14 @@ def _task(config, model, plan, optimizer, schedule, train_batches, held_out, ent
     """What :func:`paramlab.train.fit` trains: the plan's init and forward pass, the loss, the data."""
     apply = plan.wrap_apply(model.apply)
     z_loss, seq_len = config.loss.z_loss, config.data.seq_len
+    if not isinstance(config.logging.stability, bool):
+        raise ValueError(f"config.logging.stability must be a bool, got {config.logging.stability!r}")
+    probed = apply_with_stability(apply) if config.logging.stability else lambda *a: (apply(*a), {})
 
     def loss_fn(params, batch):
-        return cross_entropy(apply({"params": params}, batch["inputs"]), batch["targets"], z_loss=z_loss)
+        logits, stability = probed({"params": params}, batch["inputs"])
+        loss, aux = cross_entropy(logits, batch["targets"], z_loss=z_loss)
+        return loss, {**aux, **stability}
 
     def eval_loss_fn(params, batch):
         _, aux = cross_entropy(apply({"params": params}, batch["inputs"]), batch["targets"])

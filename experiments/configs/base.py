@@ -65,6 +65,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.parametrization.lr_mode = "per_layer"  # "per_layer" (each role its LR exponent) or "global"
     c.parametrization.eps_mode = "constant"  # "constant" or "per_layer" (Adam epsilon follows grad scale)
     c.parametrization.weight_decay_mode = "lr_coupled"  # "lr_coupled" (AdamW) or "independent" of the LR
+    # how the decay scales with width: "width_invariant" (per-step decay the same at every width),
+    # "transfer" (the same, vectors undecayed) or "fixed" (one coefficient: plain AdamW)
+    c.parametrization.weight_decay_rule = "width_invariant"
     # depth: "none" (width rules only), "depth_mup" (branches (L/L0)^-1/2) or "completep"
     # (branches (L/L0)^-alpha, with its LR and epsilon rules); docs/reference.md section 11
     c.parametrization.depth_rule = "none"
@@ -110,6 +113,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.logging = ml_collections.ConfigDict()
     c.logging.every = 10  # a metrics.jsonl record (and a divergence check) every this many steps
     c.logging.progress_bar = True  # tqdm bar with ETA on stderr
+    # the instability proxies of every logged step: attention_logit/<layer> (max |s q.k|),
+    # attention_logit/max and output_logit (max |logit|), docs/reference.md §8
+    c.logging.stability = True
     c.logging.tensorboard = False  # also TensorBoard event files in <workdir>/tensorboard (tensorboardX)
     # status lines go through absl logging: --verbosity=1 adds orbax's own, --log_dir writes them to files
 

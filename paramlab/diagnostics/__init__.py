@@ -37,4 +37,5 @@ from paramlab.diagnostics.setups import (
     linen_plan_setup,
     nnx_plan_setup,
 )
-from paramlab.diagnostics.spectral import top_singular_values
+from paramlab.diagnostics.spectral import spectral_probe, top_singular_values
+from paramlab.diagnostics.stability import apply_with_stability, stability_metrics

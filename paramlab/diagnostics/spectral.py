@@ -11,6 +11,7 @@ fixed pseudo-random start converges as ``(sigma_2 / sigma_1)^(2k)``; pass the pr
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -19,7 +20,7 @@ import jax.numpy as jnp
 from paramlab.optim.common import flatten_with_paths, is_absent
 from paramlab.optim.fan_axes import FanAxes, resolve_fan_axes
 
-__all__ = ["top_singular_values"]
+__all__ = ["spectral_probe", "top_singular_values"]
 
 
 def top_singular_values(
@@ -43,6 +44,28 @@ def top_singular_values(
         sigma, v = _power_iteration(matrices, iterations, start)
         sigmas[path], vectors[path] = jnp.max(sigma), v
     return sigmas, vectors
+
+
+def spectral_probe(
+    fan_axes: Any = None, multipliers: Any = None, *, iterations: int = 20
+) -> Callable[[Any, Any], dict[str, jax.Array]]:
+    """``(params, initial_params) -> {"sigma_1/<path>": sigma_1}``: a sweep probe
+    (:func:`paramlab.sweep.run_sweep`'s ``probe_fn``) of every matrix's top singular value.
+
+    ``multipliers``: ``{path: m}`` (e.g. ``plan.values("multiplier")``) to measure the effective weight
+    ``m W`` the forward pass uses rather than the stored one; ``fan_axes`` as for
+    :func:`top_singular_values`, or a function ``params -> tree`` (e.g. ``plan.fan_axes``). Each call
+    starts the power iteration afresh (``iterations`` steps).
+    """
+    scale = dict(multipliers or {})
+
+    def probe(params: Any, initial_params: Any) -> dict[str, jax.Array]:
+        del initial_params  # the spectral norm needs only the current weights
+        axes = fan_axes(params) if callable(fan_axes) else fan_axes
+        sigmas, _ = top_singular_values(params, axes, iterations=iterations)
+        return {f"sigma_1/{path}": abs(scale.get(path, 1.0)) * s for path, s in sigmas.items()}
+
+    return probe
 
 
 def _as_matrices(w: jax.Array, fan: FanAxes) -> jax.Array:

@@ -10,6 +10,8 @@ so a plan sets :attr:`TransformerConfig.logits_multiplier` (``Plan.tied_readout_
 Attention is ``softmax(scale * q k^T) v`` with :attr:`TransformerConfig.attention_logit_scale`;
 ``d_model`` and ``n_heads * d_head`` are independent sizes, so a plan may grow heads, head width or
 both. Coordinate checks read ``capture_intermediates`` paths (``block_0/attn/q/__call__``, ...).
+Applied with ``mutable=["diagnostics"]`` it also records each layer's largest attention logit and the
+largest output logit (:mod:`paramlab.models.probes`).
 
 **Depth.** Each block adds ``branch_multiplier * f(norm(x))`` (``Plan.branch_multiplier``, 1 exactly
 leaves the function unchanged). ``scan_layers`` runs the blocks with ``nn.scan``: one compiled block,
@@ -38,6 +40,7 @@ from paramlab.models.layers import (
     ones_init,
     zeros_init,
 )
+from paramlab.models.probes import DIAGNOSTICS, max_attention_logit, max_output_logit, record
 from paramlab.optim.common import check_choice
 
 __all__ = ["REMAT_POLICIES", "Transformer", "TransformerConfig", "stack_blocks"]
@@ -203,6 +206,7 @@ class Attention(nn.Module):
             q = apply_rotary(q, positions, cfg.rope_theta)
             k = apply_rotary(k, positions, cfg.rope_theta)
         chex.assert_shape((q, k, v), (b, t, *heads))
+        record(self, "attention_logit", lambda: max_attention_logit(q, k, cfg.attention_logit_scale))
         out = jax.nn.dot_product_attention(
             q,
             k,
@@ -280,7 +284,7 @@ def _blocks(cfg: TransformerConfig, x: jax.Array) -> jax.Array:
         return x
     scan = nn.scan(
         block,
-        variable_axes={"params": 0},
+        variable_axes={"params": 0, DIAGNOSTICS: 0},
         split_rngs={"params": True},
         length=cfg.n_layers,
     )
@@ -327,6 +331,7 @@ class Transformer(nn.Module):
         if cfg.logits_multiplier != 1.0:
             logits = logits * cfg.logits_multiplier
         chex.assert_shape(logits, (b, t, cfg.vocab_size))
+        record(self, "output_logit", lambda: max_output_logit(logits))
         return logits
 
 

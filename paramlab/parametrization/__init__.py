@@ -26,6 +26,7 @@ from paramlab.parametrization.recipe import (
     EPS_MODES,
     LR_MODES,
     RECIPES,
+    WEIGHT_DECAY_RULES,
     Parametrization,
     named_parametrization,
 )

@@ -281,6 +281,7 @@ class Plan:
         title = (
             f"{p.name} / {p.optimizer} / alignment={p.alignment} / lr_mode={p.lr_mode} / "
             f"eps_mode={p.eps_mode} / weight_decay_mode={p.weight_decay_mode} / "
+            f"weight_decay_rule={p.weight_decay_rule} / "
             f"attention_scale={p.resolved_attention_scale}"
         )
         if p.depth_rule != "none":

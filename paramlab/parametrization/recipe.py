@@ -40,6 +40,7 @@ __all__ = [
     "CONSTANT_KEYS",
     "EPS_MODES",
     "LR_MODES",
+    "WEIGHT_DECAY_RULES",
     "RECIPES",
     "Parametrization",
     "named_parametrization",
@@ -47,6 +48,9 @@ __all__ = [
 
 LR_MODES = ("per_layer", "global")
 EPS_MODES = ("constant", "per_layer")
+# how the decay scales with width (docs/reference.md §7): the per-step decay width-invariant on every
+# parameter, the same with vectors undecayed (the transfer rule), or one decay coefficient everywhere
+WEIGHT_DECAY_RULES = ("width_invariant", "transfer", "fixed")
 ATTENTION_SCALES = ("sqrt", "linear")
 CONSTANT_KEYS = (*SPEC_ROLES, "vector")
 CONSTANT_FIELDS = ("multipliers", "init_scales", "learning_rates", "weight_decays")
@@ -76,7 +80,16 @@ class Parametrization:
       global_lr_exponent: with ``lr_mode="global"``: a number ``c`` or ``"stable"``.
       eps_mode: ``"constant"`` (``eps_0`` everywhere) or ``"per_layer"`` (``eps_0 * f_g``: epsilon
         follows each layer's gradient scale, ``docs/reference.md`` section 3).
-      weight_decay_mode: ``"lr_coupled"`` or ``"independent"``.
+      weight_decay_mode: ``"lr_coupled"`` (the decay is multiplied by the parameter's learning rate,
+        AdamW) or ``"independent"`` (it is not).
+      weight_decay_rule: how the decay scales with width (``docs/reference.md`` §7):
+        ``"width_invariant"`` keeps the per-step decay the same at every width (coupled: ``W / f_c``,
+        so ``eta lr wd`` is width-invariant; independent: ``W``); ``"transfer"`` is the same on
+        matrices and leaves vectors undecayed (``W = 0`` unless a ``"vector"`` or pattern constant sets
+        it): the rule of "Robust Layerwise Scaling Rules by Proper Weight Decay Tuning" (muP:
+        ``lambda ∝ width`` under ``eta ∝ 1/width``); ``"fixed"`` uses ``W`` everywhere, so a coupled
+        per-step decay follows the learning rate (plain AdamW with per-layer LRs: under muP a matrix's
+        decay shrinks like ``1/width``).
       sgd_readout: ``"preserve"`` (Table B) or ``"maximal"``: the SGD readout trade-off
         (:mod:`~paramlab.parametrization.tables`).
       zero_init_readout: the plan's init zeroes every readout weight (TP-V's recommendation).
@@ -108,6 +121,7 @@ class Parametrization:
     global_lr_exponent: float | str = 0.0
     eps_mode: str = "constant"
     weight_decay_mode: str = "lr_coupled"
+    weight_decay_rule: str = "width_invariant"
     sgd_readout: str = "preserve"
     zero_init_readout: bool = False
     zero_init_query: bool = False
@@ -123,6 +137,7 @@ class Parametrization:
             ("lr_mode", LR_MODES),
             ("eps_mode", EPS_MODES),
             ("weight_decay_mode", WEIGHT_DECAY_MODES),
+            ("weight_decay_rule", WEIGHT_DECAY_RULES),
             ("sgd_readout", SGD_READOUT),
             ("depth_rule", DEPTH_RULES),
         ):

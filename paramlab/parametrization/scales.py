@@ -2,9 +2,11 @@
 
 :func:`compute_scales` turns a :class:`~paramlab.parametrization.Parametrization` and a model's specs
 into :class:`ParamScales`: multiplier ``M f_a``, init ``S mu_in^(1/2) f_b``, LR ``G f_c d_c``, epsilon
-``f_g d_eps`` and weight decay ``W / f_c`` (``lr_coupled``) or ``W`` (``independent``), where ``f_x`` are
-the width factors of the role's exponents and ``d_x`` the depth factors of a residual-block parameter
-(1 outside blocks). Every factor is exactly 1.0 at the base width and depth.
+``f_g d_eps`` and weight decay ``W / f_c`` (``lr_coupled``) or ``W`` (``independent``) under the
+``"width_invariant"`` and ``"transfer"`` rules (the latter with ``W = 0`` on vectors by default), ``W``
+under ``"fixed"``, where ``f_x`` are the width factors of the role's exponents and ``d_x`` the depth
+factors of a residual-block parameter (1 outside blocks). Every factor is exactly 1.0 at the base width
+and depth.
 
 With ``absorb_multipliers`` each multiplier ``m`` is folded into the stored parameter by the
 abc-symmetry (``docs/reference.md`` §1): the stored weight is ``W = m w``, so init ``× m``; the gradient
@@ -39,7 +41,11 @@ class ParamScales:
     weight_decay: float
 
 
-def _constant(constants: Mapping[str, float], spec: ParamSpec, patterns: list[str]) -> float:
+def _constant(
+    constants: Mapping[str, float], spec: ParamSpec, patterns: list[str], vector_default: float | None = None
+) -> float:
+    """The constant of ``spec``: a matching pattern, else ``"vector"`` for a vector (else
+    ``vector_default`` if given), else its role's, else 1."""
     hits = [pattern for pattern in patterns if fnmatch.fnmatchcase(spec.path, pattern)]
     if len(hits) > 1:
         raise ValueError(f"parameter {spec.path} matches several constant patterns: {hits}.")
@@ -47,6 +53,8 @@ def _constant(constants: Mapping[str, float], spec: ParamSpec, patterns: list[st
         return constants[hits[0]]
     if spec.is_vector and "vector" in constants:
         return constants["vector"]
+    if spec.is_vector and vector_default is not None:
+        return vector_default
     return constants.get(spec.role, 1.0)
 
 
@@ -68,13 +76,15 @@ def compute_scales(specs: dict[str, ParamSpec], p: Parametrization) -> dict[str,
     for path, s in specs.items():
         ex = exps[s.role]
         const = {field: _constant(getattr(p, field), s, patterns[field]) for field in CONSTANT_FIELDS}
+        if p.weight_decay_rule == "transfer":  # vectors undecayed unless a constant says otherwise
+            const["weight_decays"] = _constant(p.weight_decays, s, patterns["weight_decays"], 0.0)
         mu_in, mu_out = s.fan_in_mult, s.fan_out_mult
         # the own init's std is ~ mu_in^(-1/2): undo it, then apply the parametrization's n^(-b)
         own_init_correction = math.sqrt(mu_in)
         init = const["init_scales"] * own_init_correction * ex.init.factor(mu_in, mu_out)
         if p.zero_init_readout and s.role == "readout":
             init = 0.0
-        coupled = p.weight_decay_mode == "lr_coupled"
+        width_scaled_decay = p.weight_decay_mode == "lr_coupled" and p.weight_decay_rule != "fixed"
         in_block = s.block is not None
         lr_depth = depth_factor(s.depth_mult, depth.lr) if in_block else 1.0
         eps_depth = depth_factor(s.depth_mult, depth.eps) if in_block else 1.0
@@ -85,7 +95,9 @@ def compute_scales(specs: dict[str, ParamSpec], p: Parametrization) -> dict[str,
             eps=ex.grad.factor(mu_in, mu_out) * eps_depth if p.eps_mode == "per_layer" else 1.0,
             # coupled: the decay's width factor cancels the LR's (eta * lambda width-invariant), while
             # the depth LR factor multiplies it, as in CompleteP's reference (docs/reference.md §7)
-            weight_decay=const["weight_decays"] / lr_width[path] if coupled else const["weight_decays"],
+            weight_decay=const["weight_decays"] / lr_width[path]
+            if width_scaled_decay
+            else const["weight_decays"],
         )
     if p.absorb_multipliers:
         scales = {path: _absorbed(s, p) for path, s in scales.items()}

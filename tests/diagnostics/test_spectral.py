@@ -56,3 +56,17 @@ def test_errors_are_named():
         top_singular_values(_params(), FAN, iterations=0)
     with pytest.raises(ValueError, match="q"):
         top_singular_values(_params())  # a 3-D kernel needs declared fan axes
+
+
+def test_spectral_probe_measures_the_effective_weight_of_every_member():
+    from paramlab.diagnostics import spectral_probe
+
+    params = _params()
+    members = jax.tree.map(lambda x: jnp.stack([x, 3.0 * x]), params)  # two sweep members
+    probe = spectral_probe(FAN, {"dense": -0.5}, iterations=200)
+    values = jax.jit(jax.vmap(probe))(members, members)
+    assert set(values) == {"sigma_1/dense", "sigma_1/q", "sigma_1/stacked"}
+    dense = np.linalg.svd(np.asarray(params["dense"]), compute_uv=False)[0]
+    np.testing.assert_allclose(values["sigma_1/dense"], [0.5 * dense, 1.5 * dense], rtol=1e-4)
+    q = np.linalg.svd(np.asarray(params["q"]).reshape(16, 8), compute_uv=False)[0]
+    np.testing.assert_allclose(values["sigma_1/q"], [q, 3 * q], rtol=1e-4)

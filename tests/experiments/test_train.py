@@ -113,6 +113,11 @@ def test_sigkill_then_restart_equals_uninterrupted_run(tmp_path):
     for name in ("checkpoints", "metrics.jsonl", "loss.png"):
         assert str(straight / name) in out
     assert (straight / "loss.png").read_bytes()[:4] == b"\x89PNG"
+    # the instability proxies of every logged step (config logging.stability, on by default)
+    for record in (r for r in _records(straight) if "loss" in r):
+        layers = [k for k in record if k.startswith("attention_logit/block_")]
+        assert len(layers) == 2 and record["attention_logit/max"] == max(record[k] for k in layers)
+        assert record["output_logit"] > 0
     evals = [r["eval_loss"] for r in _records(straight) if "eval_loss" in r]
     entropy = unigram_entropy(load_corpus(max_bytes=65_536).eval)
     assert f"unigram entropy {entropy:.4f} nats/byte" in out

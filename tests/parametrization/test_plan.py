@@ -168,6 +168,49 @@ def test_weight_decay_shrink_is_width_independent(name, optimizer):
             np.testing.assert_allclose(updates[a][b], want * params[a][b], rtol=1e-6, atol=0)
 
 
+def _decay_per_step(plan, params, eta=0.1, weight_decay=0.01):
+    """The update of a zero gradient divided by the parameter: minus each parameter's per-step decay."""
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    opt = plan.optimizer("adam", eta, weight_decay=weight_decay)
+    updates, _ = opt.update(zeros, opt.init(params), params)
+    return [float(np.mean(updates[a][b] / params[a][b])) for a, b in (p.split("/") for p in PATHS)]
+
+
+@pytest.mark.parametrize("n", [32, 64])
+def test_weight_decay_rules_under_mup(n):
+    # microsoft/mup's MuAdam at width_mult mu = n / 8: hidden LR / mu, everything else 1 (Table 8)
+    mu = n / 8
+    lr = np.array([1, 1, 1 / mu, 1, 1])
+    matrix = np.array([1, 0, 1, 1, 0], bool)
+    params = _params(n)
+    eta, wd = 0.1, 0.01
+
+    def rule(name, **kw):
+        plan = _plan("mup_table8", "adam", n=n, weight_decay_rule=name, **kw)
+        return np.array(_decay_per_step(plan, params, eta, wd))
+
+    # width_invariant: eta * lr * (wd / lr) = eta * wd on every parameter, at every width
+    np.testing.assert_allclose(rule("width_invariant"), -eta * wd * np.ones(5), rtol=1e-4)
+    # transfer: the same on matrices (lambda = wd * mu on the hidden kernel), vectors undecayed
+    np.testing.assert_allclose(rule("transfer"), -eta * wd * matrix, rtol=1e-4)
+    # ... unless the "vector" constant asks for a decay
+    with_vectors = rule("transfer", weight_decays={"vector": 0.5})
+    np.testing.assert_allclose(with_vectors, -eta * wd * np.where(matrix, 1.0, 0.5), rtol=1e-4)
+    # fixed: plain AdamW, one coefficient: the per-step decay follows the LR (hidden: 1 / mu)
+    np.testing.assert_allclose(rule("fixed"), -eta * wd * lr, rtol=1e-4)
+    # independent of the LR: wd per step under every rule but transfer's vectors
+    for name, want in [("width_invariant", 1.0), ("fixed", 1.0), ("transfer", matrix)]:
+        got = rule(name, weight_decay_mode="independent")
+        np.testing.assert_allclose(got, -wd * np.ones(5) * want, rtol=1e-4)
+
+
+def test_weight_decay_rule_json_round_trip_and_bad_name():
+    p = Parametrization("mup", "adamw", weight_decay_rule="transfer")
+    assert Parametrization.from_json(json.loads(json.dumps(p.to_json()))) == p
+    with pytest.raises(ValueError, match="weight_decay_rule"):
+        Parametrization("mup", "adamw", weight_decay_rule="proper")
+
+
 def test_global_lr_modes():
     assert set(_plan("sp", "adam", lr_mode="global").values("lr").values()) == {1.0}
     stable = _plan("sp", "adam", lr_mode="global", global_lr_exponent="stable").values("lr")
@@ -255,6 +298,7 @@ def test_describe_lists_every_parameter():
         dict(global_lr_exponent="max"),
         dict(eps_mode="tiny"),
         dict(weight_decay_mode="l2"),
+        dict(weight_decay_rule="scaled"),
         dict(sgd_readout="x"),
         dict(attention_scale="cubic"),
         dict(multipliers={"readout": 0.0}),

@@ -1,0 +1,158 @@
+"""The byte-level Transformer cells the sweep experiments train: one recipe at one width and depth.
+
+Shared by ``experiments.lr_transfer``, ``experiments.weight_decay_transfer`` and
+``experiments.stability``: :func:`model_config` (the Transformer at a width and depth),
+:func:`build_setting` (its plan, init, loss and optimizer factory) and :func:`member_record` (one
+output record per sweep member). ``args`` is an ``experiments.lr_transfer.Args``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["Cell", "Setting", "build_setting", "member_record", "model_config"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    """One model of the grid: a recipe (parametrization and depth rule) at one width and depth."""
+
+    parametrization: str
+    depth_rule: str
+    width: int
+    depth: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    """What one sweep trains: a parametrization of the model at one width and depth."""
+
+    init_params: Callable[[Any], Any]
+    loss_fn: Callable[[Any, Any], Any]
+    optimizer_fn: Callable[..., Any]
+    apply_fn: Callable[..., Any]  # (params, tokens) -> logits, with the plan's multipliers
+    plan: Any  # the paramlab.parametrization.Plan
+
+
+B1, B2, SGD_MOMENTUM = 0.9, 0.95, 0.9
+
+
+def model_config(
+    args: Any, width: int, depth: int, branch_multiplier: float = 1.0, qk_layernorm: bool = False
+):
+    """The Transformer at ``d_model = width`` with ``depth`` blocks: heads ``width / d_head``,
+    ``d_ff = ff_ratio * width``; ``qk_layernorm`` normalises queries and keys."""
+    from paramlab.models import TransformerConfig
+
+    return TransformerConfig(
+        d_model=width,
+        n_layers=depth,
+        n_heads=width // args.d_head,
+        d_head=args.d_head,
+        d_ff=args.ff_ratio * width,
+        max_len=args.seq_len,
+        attention_scale="sqrt",  # d_head is fixed across widths: 1/sqrt(d_head) is width-independent
+        branch_multiplier=branch_multiplier,
+        scan_layers=args.scan_layers,
+        qk_layernorm=qk_layernorm,
+    )
+
+
+def build_setting(
+    args: Any,
+    cell: Cell,
+    *,
+    qk_layernorm: bool = False,
+    z_loss: float = 0.0,
+    stability: bool = False,
+    **recipe_options: Any,
+) -> Setting:
+    """The model, plan and optimizer factory of one cell (recipe, width, depth).
+
+    ``recipe_options``: further :class:`~paramlab.parametrization.Parametrization` fields (e.g.
+    ``weight_decay_rule``); the optimizer factory takes ``learning_rate`` and ``weight_decay``.
+    ``qk_layernorm`` normalises queries and keys, ``z_loss`` adds ``z_loss * mean((log Z)^2)`` to the
+    loss, and ``stability`` adds the instability proxies of
+    :func:`paramlab.diagnostics.apply_with_stability` to every step's metrics.
+
+    The recipe comes from :func:`paramlab.parametrization.named_parametrization` with the cell's
+    depth rule (``depth_alpha`` for CompleteP); the plan is inferred from the models at
+    ``(base_width, base_depth)``, ``(2 base_width, 2 base_depth)`` and the cell, and the model takes
+    the plan's branch multiplier. The learning rate
+    follows linear warmup then cosine decay to 10% of the swept peak value; each optimizer takes what
+    configures it (:func:`paramlab.optim.configuring`) of ``b1=0.9, b2=0.95``, ``eps`` and SGD
+    momentum 0.9.
+    """
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    from paramlab.diagnostics import apply_with_stability
+    from paramlab.models import Transformer, cross_entropy
+    from paramlab.nn import linen as linen_adapter
+    from paramlab.optim import configuring
+    from paramlab.parametrization import make_plan, named_parametrization
+    from paramlab.train import make_schedule
+
+    recipe = named_parametrization(
+        cell.parametrization,
+        args.optimizer,
+        alignment=args.alignment,
+        eps_mode=args.eps_mode,
+        attention_scale="sqrt",
+        depth_rule=cell.depth_rule,
+        depth_alpha=args.depth_alpha if cell.depth_rule == "completep" else None,
+        **recipe_options,
+    )
+    make_model = lambda size: Transformer(model_config(args, *size, qk_layernorm=qk_layernorm))
+    tokens = jax.ShapeDtypeStruct((1, args.seq_len), jnp.int32)
+    plan = make_plan(
+        make_model,
+        recipe,
+        base=(args.base_width, args.base_depth),
+        delta=(2 * args.base_width, 2 * args.base_depth),
+        target=(cell.width, cell.depth),
+        inputs=(tokens,),
+    )
+    model = Transformer(
+        model_config(args, cell.width, cell.depth, plan.branch_multiplier(), qk_layernorm=qk_layernorm)
+    )
+    apply = plan.wrap_apply(model.apply)
+    probed = apply_with_stability(apply) if stability else lambda *a: (apply(*a), {})
+    relative = make_schedule("cosine", 1.0, args.steps, args.warmup_steps, final_fraction=0.1)
+
+    def init_params(rng):
+        return linen_adapter.init(plan, model, rng, jnp.zeros((1, args.seq_len), jnp.int32))["params"]
+
+    def loss_fn(params, batch):
+        logits, metrics = probed({"params": params}, batch["inputs"])
+        loss, aux = cross_entropy(logits, batch["targets"], z_loss=z_loss)
+        return loss, {**aux, **metrics}
+
+    def optimizer_fn(learning_rate, weight_decay=0.0):
+        kwargs = configuring(args.optimizer, b1=B1, b2=B2, eps=args.eps, momentum=SGD_MOMENTUM)
+        tx = plan.optimizer(learning_rate=learning_rate, weight_decay=weight_decay, **kwargs)
+        return optax.chain(tx, optax.scale_by_schedule(relative))
+
+    return Setting(init_params, loss_fn, optimizer_fn, lambda params, x: apply({"params": params}, x), plan)
+
+
+def member_record(args: Any, cell: Cell, r: dict[str, Any]) -> dict[str, Any]:
+    """One output record from one sweep member's record."""
+    return {
+        "parametrization": cell.parametrization,
+        "depth_rule": cell.depth_rule,
+        "optimizer": args.optimizer,
+        "alignment": args.alignment,
+        "width": cell.width,
+        "depth": cell.depth,
+        "learning_rate": r["learning_rate"],
+        **{k: r[k] for k in ("seed", "final_loss", "diverged", "initial_loss", "train_loss", "eval_loss")},
+        "diverged_step": r["diverged_step"],
+        "steps": r["steps"],
+        "eps": args.eps,
+        "eps_mode": args.eps_mode,
+        **{k: v for k, v in r.items() if k.startswith("alignment/")},
+    }
