@@ -21,9 +21,11 @@ import optax
 
 from paramlab.optim.common import (
     check_float_params,
+    check_fraction,
     check_in_unit_interval,
     check_learning_rate,
     check_non_negative,
+    check_positive,
     is_absent,
     is_shared_scalar,
     per_leaf_tree,
@@ -62,8 +64,8 @@ def scale_by_adamp(
     """
     check_in_unit_interval(b1, "b1")
     check_in_unit_interval(b2, "b2")
-    check_non_negative(delta, "delta")
-    check_non_negative(wd_ratio, "wd_ratio")
+    check_positive(delta, "delta")
+    check_fraction(wd_ratio, "wd_ratio")
     for value, name in ((eps, "eps"), (weight_decay, "weight_decay")):
         if is_shared_scalar(value):
             check_non_negative(value, name)

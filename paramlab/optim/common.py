@@ -19,6 +19,7 @@ import optax
 __all__ = [
     "check_choice",
     "check_float_params",
+    "check_fraction",
     "check_in_unit_interval",
     "check_learning_rate",
     "check_non_negative",
@@ -62,6 +63,11 @@ def _check(value: Any, name: str, ok: Callable[[float], bool], bound: str) -> No
 def check_in_unit_interval(value: Any, name: str) -> None:
     """Require ``0 <= value < 1`` for concrete values (NaN fails every check)."""
     _check(value, name, lambda v: 0.0 <= v < 1.0, "in [0, 1)")
+
+
+def check_fraction(value: Any, name: str) -> None:
+    """Require ``0 <= value <= 1`` for concrete values (NaN fails)."""
+    _check(value, name, lambda v: 0.0 <= v <= 1.0, "in [0, 1]")
 
 
 def check_positive(value: Any, name: str) -> None:

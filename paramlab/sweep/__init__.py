@@ -1,5 +1,6 @@
 """paramlab.sweep: hyperparameter sweeps as one vmapped program, result tables and plots."""
 
+from paramlab.sweep.members import check_members, product_members
 from paramlab.sweep.results import (
     format_table,
     load_records,
@@ -17,6 +18,5 @@ from paramlab.sweep.vmapped import (
     init_sweep,
     make_sweep_step,
     member_sharding,
-    product_members,
     run_sweep,
 )

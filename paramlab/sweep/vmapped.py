@@ -6,8 +6,6 @@ Specified in ``docs/training.md`` §8.
 from __future__ import annotations
 
 import dataclasses
-import inspect
-import itertools
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -19,6 +17,7 @@ import numpy as np
 import optax
 
 from paramlab.optim.common import tree_all_finite
+from paramlab.sweep.members import check_members, hyperparameter_names, member_seed
 from paramlab.train.metrics import progress_bar as progress_bar_over
 from paramlab.train.state import TrainState, create_train_state
 from paramlab.train.step import LossFn, make_train_step
@@ -30,7 +29,6 @@ __all__ = [
     "init_sweep",
     "make_sweep_step",
     "member_sharding",
-    "product_members",
     "run_sweep",
 ]
 
@@ -81,24 +79,6 @@ class SweepResult:
     probes: dict[str, np.ndarray]
 
 
-def product_members(seeds: Sequence[int] = (0,), **hyperparameters: Sequence[float]) -> list[dict[str, Any]]:
-    """The Cartesian product of hyperparameter values and seeds, as member dicts.
-
-    ``product_members(seeds=(0, 1), learning_rate=(1e-3, 2e-3))`` gives four members, the seed
-    varying fastest: ``{"learning_rate": 1e-3, "seed": 0}``, ``{"learning_rate": 1e-3, "seed": 1}``, ...
-    """
-    names = list(hyperparameters)
-    for name, values in hyperparameters.items():
-        if isinstance(values, (str, bytes)) or not isinstance(values, Iterable) or not list(values):
-            raise ValueError(f"hyperparameter {name!r} needs a non-empty sequence of values, got {values!r}.")
-    if not list(seeds):
-        raise ValueError("seeds must be a non-empty sequence of integers.")
-    return [
-        {**dict(zip(names, combo[:-1])), "seed": int(combo[-1])}
-        for combo in itertools.product(*(hyperparameters[n] for n in names), seeds)
-    ]
-
-
 def init_sweep(
     init_params: Callable[[jax.Array], Any],
     optimizer_fn: OptimizerFn,
@@ -115,9 +95,9 @@ def init_sweep(
       member_devices: shard the member axis over this many devices (it must divide the members);
         every later step of the sweep follows that sharding.
     """
-    names = _hyperparameter_names(optimizer_fn, members)
+    names = check_members(optimizer_fn, members)
     sharding = member_sharding(len(members), member_devices)
-    seeds = jax.device_put(jnp.asarray([_seed(m) for m in members], jnp.uint32), sharding)
+    seeds = jax.device_put(jnp.asarray([member_seed(m) for m in members], jnp.uint32), sharding)
     values = {
         n: jax.device_put(jnp.asarray([float(m[n]) for m in members], jnp.float32), sharding) for n in names
     }
@@ -164,7 +144,7 @@ def make_sweep_step(
     Each member runs :func:`paramlab.train.make_train_step` (same arguments) on the shared batch;
     the divergence mask is applied as described in the module docstring.
     """
-    names = _hyperparameter_names(optimizer_fn, members)
+    names = hyperparameter_names(optimizer_fn, members)
     placeholder = {n: float(members[0][n]) for n in names}  # values come from each member's state
     train_step = make_train_step(
         loss_fn,
@@ -349,7 +329,7 @@ def _records(members, history, state, eval_loss, final_window, steps) -> list[di
         train_loss = math.inf if diverged[k] else float(np.mean(losses[steps - final_window :, k]))
         record = {
             **member,
-            "seed": _seed(member),
+            "seed": member_seed(member),
             "initial_loss": float(losses[0, k]),
             "train_loss": train_loss,
         }
@@ -361,34 +341,6 @@ def _records(members, history, state, eval_loss, final_window, steps) -> list[di
         record["steps"] = steps
         records.append(record)
     return records
-
-
-def _hyperparameter_names(optimizer_fn: OptimizerFn, members: Sequence[Mapping[str, Any]]) -> list[str]:
-    """The swept names (member keys except ``seed``), checked against ``optimizer_fn``'s signature."""
-    if not members:
-        raise ValueError("members is empty: a sweep needs at least one setting.")
-    names = [k for k in members[0] if k != "seed"]
-    for i, member in enumerate(members):
-        if sorted(k for k in member if k != "seed") != sorted(names):
-            raise ValueError(f"members[{i}] has keys {sorted(member)}, members[0] has {sorted(members[0])}.")
-        for name in names:
-            value = member[name]
-            if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
-                raise ValueError(f"members[{i}][{name!r}] must be a number, got {value!r}.")
-    accepted = inspect.signature(optimizer_fn).parameters
-    unknown = [n for n in names if n not in accepted]
-    if unknown:
-        raise ValueError(
-            f"members name hyperparameters {unknown} that optimizer_fn does not take ({list(accepted)})."
-        )
-    return names
-
-
-def _seed(member: Mapping[str, Any]) -> int:
-    seed = member.get("seed", 0)
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"a member's seed must be a non-negative integer, got {seed!r}.")
-    return int(seed)
 
 
 def _stack(batches: Sequence[Any]) -> Any:

@@ -117,12 +117,13 @@ def test_matches_the_reference_algorithm(nesterov):
 
 
 def test_without_projection_it_is_adamw():
-    """``delta = 0`` never projects: AdamP is then AdamW (decay multiplied by the learning rate)."""
+    """A vanishing ``delta`` never projects: AdamP is then AdamW (decay multiplied by the learning rate)."""
     params = {k: jnp.asarray(v, jnp.float32) for k, v in _initial().items()}
-    ours, theirs = optim.adamp(LR, weight_decay=WD, delta=0.0), optax.adamw(LR, weight_decay=WD)
+    ours, theirs = optim.adamp(LR, weight_decay=WD, delta=1e-30), optax.adamw(LR, weight_decay=WD)
     s_ours, s_theirs, p_ours, p_theirs = ours.init(params), theirs.init(params), params, params
     for t in range(1, 11):
-        g = {k: jnp.asarray(x, jnp.float32) for k, x in _gradients(_initial(), t).items()}
+        rng = np.random.default_rng(t)  # generic gradients: no cosine comes near 0
+        g = {k: jnp.asarray(rng.normal(size=x.shape), jnp.float32) for k, x in params.items()}
         u, s_ours = ours.update(g, s_ours, p_ours)
         p_ours = optax.apply_updates(p_ours, u)
         u, s_theirs = theirs.update(g, s_theirs, p_theirs)
@@ -142,3 +143,14 @@ def test_plan_factors_and_errors():
         optim.scale_by_adamp().update(zeros, optim.scale_by_adamp().init(params))
     with pytest.raises(ValueError, match="b1"):
         optim.adamp(0.1, b1=1.5)
+    for bad in (
+        dict(delta=0.0),
+        dict(delta=-0.1),
+        dict(delta=float("nan")),
+        dict(wd_ratio=1.5),
+        dict(wd_ratio=-0.1),
+    ):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            optim.adamp(0.1, **bad)
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            optim.optimizer("adamp", 0.1, **bad)

@@ -9,7 +9,8 @@ import numpy as np
 import optax
 import pytest
 
-from paramlab.sweep.vmapped import init_sweep, product_members, run_sweep
+from paramlab.sweep import product_members
+from paramlab.sweep.vmapped import init_sweep, run_sweep
 from paramlab.train import create_train_state, jit_train_step, make_train_step
 
 
@@ -143,6 +144,19 @@ def test_bad_arguments():
         run_sweep(_init_params, _loss_fn, optax.adam, members, iter([]), 0)
     with pytest.raises(ValueError, match="final_window"):
         run_sweep(_init_params, _loss_fn, optax.adam, members, iter([]), 3, final_window=4)
+
+
+@pytest.mark.parametrize(
+    "name,value",
+    [("learning_rate", float("nan")), ("learning_rate", -1e-3), ("weight_decay", -0.1), ("b1", 1.5)],
+)
+def test_a_bad_member_value_is_refused_before_compiling_naming_member_and_argument(name, value):
+    from paramlab.optim import adam_atan2
+
+    grid = {"learning_rate": (1e-3,), "weight_decay": (0.0,), "b1": (0.9,), name: (0.5, value)}
+    members = product_members(**grid)  # the second member holds the bad value
+    with pytest.raises(ValueError, match=rf"members\[1\].*{name} must be"):
+        init_sweep(_init_params, adam_atan2, members)
 
 
 def test_alignment_probe_per_member():
