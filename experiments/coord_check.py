@@ -51,6 +51,7 @@ class Args:
     eps_mode: str
     momentum: float
     zero_init_readout: bool
+    weight_norm: bool
     depth: int
     batch_size: int
     seq_len: int
@@ -92,6 +93,10 @@ def parse_args(config: ml_collections.ConfigDict, paths: dict[str, str]) -> Args
         raise ValueError(f"config.momentum must be in [0, 1), got {config.momentum}.")
     if config.seed < 0:
         raise ValueError(f"config.seed must be >= 0, got {config.seed}.")
+    if not isinstance(config.weight_norm, bool) or (config.weight_norm and config.model != "mlp"):
+        raise ValueError(
+            f"config.weight_norm must be a bool, and True only with model=mlp, got {config.weight_norm!r}."
+        )
     fields = {f.name for f in dataclasses.fields(Args)} - {"alignment", "parametrizations", "widths", "out"}
     return Args(
         alignment=cli.parse_alignment(config.alignment),
@@ -129,7 +134,9 @@ def make_task(args: Args, parametrization: Any) -> tuple[Callable[[int], Any], A
             jax.random.normal(x_key, (args.batch_size, MLP_IN_DIM)),
             jax.random.randint(y_key, (args.batch_size,), 0, MLP_CLASSES),
         )
-        make_model = lambda width: MLP(MLPConfig(MLP_IN_DIM, width, MLP_CLASSES, depth=args.depth))
+        make_model = lambda width: MLP(
+            MLPConfig(MLP_IN_DIM, width, MLP_CLASSES, depth=args.depth, weight_norm=args.weight_norm)
+        )
         return make_model, batch, loss_fn
     tokens = jax.random.randint(data_key, (args.batch_size, args.seq_len + 1), 0, args.vocab_size)
     config = TransformerConfig(
@@ -221,6 +228,7 @@ def _title(args: Args) -> str:
         f"lr={args.learning_rate:g}{cli.eps_label(args.optimizer, args.eps, args.eps_mode)}, "
         f"alignment={args.alignment}, base width {args.base_width}"
         + (", zero readout" if args.zero_init_readout else "")
+        + (", weight-normalised" if args.weight_norm else "")
     )
 
 

@@ -22,6 +22,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.eps_mode = "constant"  # "constant" or "per_layer"
     c.momentum = 0.0  # SGD momentum
     c.zero_init_readout = False  # zero-initialize the readout (TP-V's recommendation)
+    c.weight_norm = False  # MLP only: every Dense layer in flax.linen.WeightNorm (docs/reference.md §7)
     c.depth = 2  # MLP hidden layers / Transformer blocks
     c.batch_size = 32  # examples (MLP) or sequences (Transformer) in the batch
     c.seq_len = 16  # Transformer: tokens per sequence

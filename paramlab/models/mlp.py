@@ -39,6 +39,9 @@ class MLPConfig:
       activation: ``"relu"``, ``"gelu"``, ``"silu"`` or ``"tanh"``.
       use_bias: add biases.
       zero_init_readout: initialise the readout kernel to zeros (muP's recommended option).
+      weight_norm: wrap every Dense layer in Flax's ``nn.WeightNorm`` (Linen only): the kernel is the
+        direction ``v`` and ``<layer>_weight_norm/<layer>/kernel/scale`` its per-unit gain ``g``
+        (``docs/reference.md`` §7; :mod:`paramlab.parametrization.weight_norm`).
     """
 
     in_dim: int
@@ -48,11 +51,14 @@ class MLPConfig:
     activation: str = "relu"
     use_bias: bool = True
     zero_init_readout: bool = False
+    weight_norm: bool = False
 
     def __post_init__(self):
         for name in ("in_dim", "width", "out_dim", "depth"):
             check_positive_int(getattr(self, name), name)
         activation_fn(self.activation)
+        if not isinstance(self.weight_norm, bool):
+            raise ValueError(f"weight_norm must be a bool, got {self.weight_norm!r}.")
 
     def layer_dims(self) -> list[tuple[str, int, int]]:
         """``(name, fan_in, fan_out)`` of every Dense layer, input first."""
@@ -78,13 +84,20 @@ class MLP(nn.Module):
         act = activation_fn(cfg.activation)
         for name, _, fan_out in cfg.layer_dims():
             is_readout = name == "readout"
-            x = nn.Dense(
+            zero = is_readout and cfg.zero_init_readout
+            init = kernel_init((0,), (1,), zero=zero)
+            if cfg.weight_norm:
+                # WeightNorm names the gain after the kernel's leaf (.../value/scale for a boxed kernel
+                # at init, .../scale once unboxed), so the kernel stays plain: default axes (0,), (1,)
+                init = nn.initializers.zeros_init() if zero else nn.initializers.lecun_normal()
+            dense = nn.Dense(
                 fan_out,
                 use_bias=cfg.use_bias,
-                kernel_init=kernel_init((0,), (1,), zero=is_readout and cfg.zero_init_readout),
+                kernel_init=init,
                 bias_init=zeros_init((0,)),
                 name=name,
-            )(x)
+            )
+            x = nn.WeightNorm(dense, name=f"{name}_weight_norm")(x) if cfg.weight_norm else dense(x)
             if not is_readout:
                 x = act(x)
         chex.assert_axis_dimension(x, -1, cfg.out_dim)
@@ -98,6 +111,8 @@ class NNXMLP(nnx.Module):
     """
 
     def __init__(self, config: MLPConfig, *, rngs: nnx.Rngs):
+        if config.weight_norm:
+            raise ValueError("MLPConfig.weight_norm is a Linen option (flax.linen.WeightNorm); use MLP.")
         self.config = config
         self.layer_names = tuple(name for name, _, _ in config.layer_dims())
         for name, fan_in, fan_out in config.layer_dims():

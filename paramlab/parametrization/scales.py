@@ -6,7 +6,8 @@ into :class:`ParamScales`: multiplier ``M f_a``, init ``S mu_in^(1/2) f_b``, LR 
 ``"width_invariant"`` and ``"transfer"`` rules (the latter with ``W = 0`` on vectors by default), ``W``
 under ``"fixed"``, where ``f_x`` are the width factors of the role's exponents and ``d_x`` the depth
 factors of a residual-block parameter (1 outside blocks). Every factor is exactly 1.0 at the base width
-and depth.
+and depth. The gain of a weight-normalised layer carries its direction's scale instead
+(:mod:`.weight_norm`, ``docs/reference.md`` §12).
 
 With ``absorb_multipliers`` each multiplier ``m`` is folded into the stored parameter by the
 abc-symmetry (``docs/reference.md`` §1): the stored weight is ``W = m w``, so init ``× m``; the gradient
@@ -25,7 +26,7 @@ from collections.abc import Mapping
 
 from paramlab.parametrization.recipe import CONSTANT_FIELDS, CONSTANT_KEYS, Parametrization
 from paramlab.parametrization.spec import ParamSpec
-from paramlab.parametrization.tables import Exponent, depth_factor
+from paramlab.parametrization.tables import Exponent, RoleExponents, depth_factor
 
 __all__ = ["ParamScales", "compute_scales"]
 
@@ -72,19 +73,19 @@ def compute_scales(specs: dict[str, ParamSpec], p: Parametrization) -> dict[str,
     lr_width = {path: exps[s.role].lr.factor(s.fan_in_mult, s.fan_out_mult) for path, s in specs.items()}
     if p.lr_mode == "global":
         lr_width = dict.fromkeys(specs, _global_lr(specs, lr_width, p.global_lr_exponent))
-    scales = {}
+    scales, constants = {}, {}
     for path, s in specs.items():
         ex = exps[s.role]
         const = {field: _constant(getattr(p, field), s, patterns[field]) for field in CONSTANT_FIELDS}
         if p.weight_decay_rule == "transfer":  # vectors undecayed unless a constant says otherwise
             const["weight_decays"] = _constant(p.weight_decays, s, patterns["weight_decays"], 0.0)
+        constants[path] = const
         mu_in, mu_out = s.fan_in_mult, s.fan_out_mult
         # the own init's std is ~ mu_in^(-1/2): undo it, then apply the parametrization's n^(-b)
         own_init_correction = math.sqrt(mu_in)
         init = const["init_scales"] * own_init_correction * ex.init.factor(mu_in, mu_out)
         if p.zero_init_readout and s.role == "readout":
             init = 0.0
-        width_scaled_decay = p.weight_decay_mode == "lr_coupled" and p.weight_decay_rule != "fixed"
         in_block = s.block is not None
         lr_depth = depth_factor(s.depth_mult, depth.lr) if in_block else 1.0
         eps_depth = depth_factor(s.depth_mult, depth.eps) if in_block else 1.0
@@ -95,13 +96,51 @@ def compute_scales(specs: dict[str, ParamSpec], p: Parametrization) -> dict[str,
             eps=ex.grad.factor(mu_in, mu_out) * eps_depth if p.eps_mode == "per_layer" else 1.0,
             # coupled: the decay's width factor cancels the LR's (eta * lambda width-invariant), while
             # the depth LR factor multiplies it, as in CompleteP's reference (docs/reference.md §7)
-            weight_decay=const["weight_decays"] / lr_width[path]
-            if width_scaled_decay
-            else const["weight_decays"],
+            weight_decay=_decay(const["weight_decays"], lr_width[path], p),
         )
+    for path, s in specs.items():
+        if s.gain_of is not None:
+            scales[path] = _weight_norm_gain(path, scales, specs[s.gain_of], exps, p, constants[path])
     if p.absorb_multipliers:
         scales = {path: _absorbed(s, p) for path, s in scales.items()}
     return scales
+
+
+def _weight_norm_gain(
+    path: str,
+    scales: Mapping[str, ParamScales],
+    direction: ParamSpec,
+    exps: Mapping[str, RoleExponents],
+    p: Parametrization,
+    const: Mapping[str, float],
+) -> ParamScales:
+    """The gain ``g`` of ``W = g v / ||v||`` (:mod:`.weight_norm`): init ``m_v s_v``, multiplier 1, an
+    LR with the width factor of ``m_v s_v`` (Adam; 1 for Adafactor; with ``lr_mode="global"`` the
+    global one) and the decay that goes with it; its epsilon stays its own."""
+    if p.family == "sgd":
+        raise ValueError(
+            f"parameter {path} is the weight-norm gain of {direction.path}: its rule is derived for the "
+            "Adam and Adafactor families, not for SGD (docs/reference.md §7)."
+        )
+    v, g = scales[direction.path], scales[path]
+    ex, mu_in, mu_out = exps[direction.role], direction.fan_in_mult, direction.fan_out_mult
+    width = ex.multiplier.factor(mu_in, mu_out) * math.sqrt(mu_in) * ex.init.factor(mu_in, mu_out)
+    if p.lr_mode == "global":
+        return dataclasses.replace(g, multiplier=1.0, init=v.multiplier * v.init)
+    lr_width = width if p.family == "adam" else 1.0
+    return dataclasses.replace(
+        g,
+        multiplier=1.0,
+        init=v.multiplier * v.init,
+        lr=const["learning_rates"] * lr_width,
+        weight_decay=_decay(const["weight_decays"], lr_width, p),
+    )
+
+
+def _decay(constant: float, lr_width: float, p: Parametrization) -> float:
+    """The decay scale: ``W / f_c`` when coupled to the LR and width-scaled, else ``W``."""
+    width_scaled = p.weight_decay_mode == "lr_coupled" and p.weight_decay_rule != "fixed"
+    return constant / lr_width if width_scaled else constant
 
 
 _ABSORBED_LR_POWER = {"sgd": 2, "adam": 1, "adafactor": 0}

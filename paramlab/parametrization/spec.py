@@ -35,6 +35,7 @@ from paramlab.parametrization.blocks import (
     stacked_depth_mult,
 )
 from paramlab.parametrization.tables import ROLES
+from paramlab.parametrization.weight_norm import weight_norm_gains
 
 __all__ = ["FIXED", "SPEC_ROLES", "ParamSpec", "infer_spec"]
 
@@ -60,6 +61,8 @@ class ParamSpec:
       stacked: stacked (layer) axes, never widths (:class:`~paramlab.optim.FanAxes`).
       block: the residual block group holding the parameter (:mod:`.blocks`), ``None`` outside blocks.
       depth_mult: the block group's depth ratio ``L / L0`` (1 outside blocks).
+      gain_of: for the gain ``g`` of a weight-normalised layer, the path of its direction ``v``
+        (:mod:`.weight_norm`); ``None`` otherwise.
     """
 
     path: str
@@ -71,6 +74,7 @@ class ParamSpec:
     stacked: tuple[int, ...] = ()
     block: str | None = None
     depth_mult: float = 1.0
+    gain_of: str | None = None
     fan_in_mult: float = dataclasses.field(init=False)
     fan_out_mult: float = dataclasses.field(init=False)
     width_mult: float = dataclasses.field(init=False)
@@ -134,6 +138,8 @@ class ParamSpec:
             data["stacked"] = list(self.stacked)
         if self.block is not None:
             data.update(block=self.block, depth_mult=self.depth_mult)
+        if self.gain_of is not None:
+            data["gain_of"] = self.gain_of
         return data
 
     @classmethod
@@ -148,6 +154,7 @@ class ParamSpec:
             stacked=tuple(data.get("stacked", ())),
             block=data.get("block"),
             depth_mult=data.get("depth_mult", 1.0),
+            gain_of=data.get("gain_of"),
         )
 
 
@@ -237,6 +244,7 @@ def infer_spec(
             "no parameter has a width axis: the delta shapes equal the base shapes everywhere "
             "(vary at least one width between the base and delta models)."
         )
+    gains = weight_norm_gains(target_shapes)
     return {
         path: _build_spec(
             path,
@@ -247,6 +255,7 @@ def infer_spec(
             roles.get(path),
             fixed,
             groups,
+            gains.get(path),
         )
         for path, shape in target_shapes.items()
     }
@@ -261,12 +270,14 @@ def _build_spec(
     role: str | None,
     fixed: str,
     groups: Mapping,
+    gain_of: str | None,
 ) -> ParamSpec:
-    """One parameter's spec: its role (given, else inferred) and its depth ratio (block group)."""
+    """One parameter's spec: its role (given, else inferred), its depth ratio (block group) and the
+    direction it is the weight-norm gain of, if any."""
     role = role or _infer_role(path, shape, infinite, axes, fixed)
     block, depth_mult = _depth_of(path, shape, base_shape, axes.stacked, groups)
     return ParamSpec(
-        path, shape, base_shape, role, axes.fan_in, axes.fan_out, axes.stacked, block, depth_mult
+        path, shape, base_shape, role, axes.fan_in, axes.fan_out, axes.stacked, block, depth_mult, gain_of
     )
 
 
