@@ -5,7 +5,8 @@ output unit). Flax's ``nn.WeightNorm`` keeps the direction ``v`` where the wrapp
 kernel and stores the gain beside it as ``<WeightNorm module>/<kernel path>/scale``;
 :func:`weight_norm_gains` finds these pairs. The spec classifies ``v`` as the matrix it replaces and
 ``g`` as a vector (:attr:`~paramlab.parametrization.ParamSpec.gain_of`), and the plan
-(:func:`~paramlab.parametrization.scales.compute_scales`) gives ``g`` the rule that makes the normalised layer move as the plain one would:
+(:func:`~paramlab.parametrization.scales.compute_scales`) gives ``g`` the rule that makes the normalised
+layer move as the plain one would (``docs/reference.md`` §12):
 
 - ``v``'s scale cancels in ``v / ||v||``, so its init scale is irrelevant to the forward pass and so is
   its forward multiplier; it keeps the plain weight's init and LR, because then (Adam) the direction

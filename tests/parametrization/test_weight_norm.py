@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from paramlab.models import MLP, MLPConfig, NNXMLP
+from paramlab.models import MLP, NNXMLP, MLPConfig
 from paramlab.nn import linen as linen_adapter
 from paramlab.parametrization import Parametrization, Plan, make_plan
 from paramlab.parametrization.weight_norm import weight_norm_gains
