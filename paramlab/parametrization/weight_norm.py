@@ -1,4 +1,4 @@
-"""Weight normalisation (Salimans & Kingma 2016) under a parametrization (``docs/reference.md`` §7).
+"""Weight normalisation (Salimans & Kingma 2016) under a parametrization (``docs/reference.md`` §12).
 
 A weight-normalised layer computes with ``W = g * v / ||v||`` (the norm over the fan-in, one gain per
 output unit). Flax's ``nn.WeightNorm`` keeps the direction ``v`` where the wrapped layer keeps its
