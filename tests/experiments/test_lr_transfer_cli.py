@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from experiments import lr_transfer
+from experiments import lr_transfer, transformer_cells
 from experiments.configs import lr_transfer as default_config
 from paramlab.sweep import strict_json
 
@@ -116,7 +116,7 @@ def test_build_setting_gives_the_model_the_plans_branch_multiplier():
     args = lr_transfer.parse_args(
         _tiny_config(depths="1,4", depth_rule="depth_mup"), {"out": "x", "data": ""}
     )
-    setting = lr_transfer.build_setting(args, lr_transfer.Cell("mup", "depth_mup", 16, 4))
+    setting = transformer_cells.build_setting(args, transformer_cells.Cell("mup", "depth_mup", 16, 4))
     import jax
     import jax.numpy as jnp
 
@@ -126,7 +126,7 @@ def test_build_setting_gives_the_model_the_plans_branch_multiplier():
     expected_args = lr_transfer.parse_args(
         _tiny_config(depths="4", depth_rule="none"), {"out": "x", "data": ""}
     )
-    cfg = lr_transfer.model_config(expected_args, 16, 4, branch_multiplier=0.5)  # (4 / 1) ** -1/2
+    cfg = transformer_cells.model_config(expected_args, 16, 4, branch_multiplier=0.5)  # (4 / 1) ** -1/2
     import numpy as np
 
     from paramlab.models import Transformer

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from experiments.lr_transfer import Cell
+from experiments.transformer_cells import Cell
 from experiments.lr_transfer_curves import curve_records, depth_horizons, transferred_curves
 
 
