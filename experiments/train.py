@@ -173,7 +173,8 @@ def build_model(config: ml_collections.ConfigDict) -> tuple[Transformer, Plan]:
         fields = ("n_layers", "n_heads", "d_head", "d_ff", "norm", "qk_layernorm", "positions")
         fields += ("scan_layers", "remat", "remat_policy")
         fields += ("tied_embeddings", "use_bias", "activation", "attention_multiplier", "zero_init_readout")
-        fields += ("zero_init_query", "rope_theta", "norm_eps")
+        fields += ("zero_init_query", "rope_theta", "norm_eps", "unit_scaling", "residual_mult")
+        fields += ("residual_attn_ratio",)
         model_config = TransformerConfig(
             vocab_size=VOCAB_SIZE,
             d_model=m.d_model,
@@ -181,6 +182,7 @@ def build_model(config: ml_collections.ConfigDict) -> tuple[Transformer, Plan]:
             attention_scale=scale,
             attention_base_d_head=m.d_head,  # d_head is fixed across widths: "linear" equals "sqrt"
             dtype=config.train.compute_dtype,
+            matmul_format=m.matmul_format or None,
             **{f: getattr(m, f) for f in fields},
         )
     with _section("parametrization"):

@@ -40,6 +40,12 @@ def get_config() -> ml_collections.ConfigDict:
     c.model.zero_init_query = True  # query kernel starts at zero (muP practice)
     c.model.rope_theta = 10_000.0  # rotary base wavelength
     c.model.norm_eps = 1e-6  # epsilon of every norm
+    # u-muP's unit-scaled ops (activation / RMS, residual (x + tau f) / sqrt(1 + tau^2)); with the
+    # parametrization "umup" (docs/reference.md §13)
+    c.model.unit_scaling = False
+    c.model.residual_mult = 1.0  # u-muP: the residual branches' contribution against the embedding's
+    c.model.residual_attn_ratio = 1.0  # u-muP: attention branches' contribution against the MLP's
+    c.model.matmul_format = ""  # "" (compute dtype) or "float8_e4m3fn", ...: simulated low-precision matmuls
 
     # --- loss --------------------------------------------------------------------------------------
     c.loss = ml_collections.ConfigDict()

@@ -41,6 +41,13 @@ from paramlab.models.layers import (
     zeros_init,
 )
 from paramlab.models.probes import DIAGNOSTICS, max_attention_logit, max_output_logit, record
+from paramlab.models.unit_scaling import (
+    check_matmul_format,
+    residual_add,
+    residual_taus,
+    simulated_dot_general,
+    unit_activation_scale,
+)
 from paramlab.optim.common import check_choice
 
 __all__ = ["REMAT_POLICIES", "Transformer", "TransformerConfig", "stack_blocks"]
@@ -86,6 +93,13 @@ class TransformerConfig:
       scan_layers: run the blocks with ``nn.scan`` (parameters stacked under ``blocks/``).
       remat: rematerialise each block in the backward pass.
       remat_policy: the ``jax.checkpoint_policies`` name used with ``remat`` (:data:`REMAT_POLICIES`).
+      unit_scaling: u-muP's unit-scaled ops (:mod:`paramlab.models.unit_scaling`): the MLP's activation
+        divided by its RMS at a unit Gaussian input, and variance-preserving residual adds
+        ``(x + tau f) / sqrt(1 + tau^2)``; train it with ``Parametrization("umup", ...)``.
+      residual_mult, residual_attn_ratio: u-muP's residual hyperparameters (with ``unit_scaling``).
+      matmul_format: ``None`` or a format of :data:`~paramlab.models.unit_scaling.MATMUL_FORMATS`
+        (``"float8_e4m3fn"``, ...): both inputs of every Dense layer are cast to it and back
+        (simulated low precision, straight-through gradients).
     """
 
     vocab_size: int = 256
@@ -115,6 +129,10 @@ class TransformerConfig:
     scan_layers: bool = False
     remat: bool = False
     remat_policy: str = "nothing_saveable"
+    unit_scaling: bool = False
+    residual_mult: float = 1.0
+    residual_attn_ratio: float = 1.0
+    matmul_format: str | None = None
 
     def __post_init__(self):
         for name in ("vocab_size", "d_model", "n_layers", "n_heads", "d_head", "d_ff", "max_len"):
@@ -127,7 +145,7 @@ class TransformerConfig:
         if self.attention_base_d_head is not None:
             check_positive_int(self.attention_base_d_head, "attention_base_d_head")
         check_choice(self.remat_policy, REMAT_POLICIES, "remat_policy")
-        for flag in ("scan_layers", "remat"):
+        for flag in ("scan_layers", "remat", "unit_scaling"):
             if not isinstance(getattr(self, flag), bool):
                 raise ValueError(f"{flag} must be a bool, got {getattr(self, flag)!r}.")
         for name in (
@@ -136,6 +154,8 @@ class TransformerConfig:
             "rope_theta",
             "norm_eps",
             "branch_multiplier",
+            "residual_mult",
+            "residual_attn_ratio",
         ):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
@@ -146,6 +166,12 @@ class TransformerConfig:
             raise ValueError(
                 "zero_init_readout needs tied_embeddings=False (a zero tied table zeroes the input)."
             )
+        if self.unit_scaling and self.branch_multiplier != 1.0:
+            raise ValueError(
+                "unit_scaling sets each residual branch's weight itself (tau); branch_multiplier must be 1, "
+                f"got {self.branch_multiplier!r}."
+            )
+        check_matmul_format(self.matmul_format)
         dtype = jnp.dtype(self.dtype).name
         check_choice(dtype, COMPUTE_DTYPES, "dtype")
         object.__setattr__(self, "dtype", dtype)
@@ -168,6 +194,11 @@ class TransformerConfig:
         if self.attention_scale == "sqrt":
             return self.attention_multiplier / self.d_head**0.5
         return self.attention_multiplier * math.sqrt(self.attention_base_d_head or 1) / self.d_head
+
+
+def _dot_general(cfg: TransformerConfig):
+    """The Dense layers' matmul: XLA's, or with inputs cast to ``cfg.matmul_format``."""
+    return jax.lax.dot_general if cfg.matmul_format is None else simulated_dot_general(cfg.matmul_format)
 
 
 def _norm(cfg: TransformerConfig, name: str) -> nn.Module:
@@ -195,6 +226,7 @@ class Attention(nn.Module):
                 kernel_init=kernel_init((0,), (1, 2), zero=zero),
                 bias_init=zeros_init((0, 1)),
                 dtype=cfg.dtype,
+                dot_general=_dot_general(cfg),
                 name=name,
             )(x)
 
@@ -222,6 +254,7 @@ class Attention(nn.Module):
             kernel_init=kernel_init((0, 1), (2,)),
             bias_init=zeros_init((0,)),
             dtype=cfg.dtype,
+            dot_general=_dot_general(cfg),
             name="o",
         )(out)
         chex.assert_shape(out, (b, t, cfg.d_model))
@@ -242,9 +275,12 @@ class Mlp(nn.Module):
             kernel_init=kernel_init((0,), (1,)),
             bias_init=zeros_init((0,)),
             dtype=cfg.dtype,
+            dot_general=_dot_general(cfg),
             name=name,
         )
         h = activation_fn(cfg.activation)(dense(cfg.d_ff, "fc_in")(x))
+        if cfg.unit_scaling:
+            h = h * jnp.asarray(unit_activation_scale(activation_fn(cfg.activation)), h.dtype)
         chex.assert_shape(h, (*x.shape[:-1], cfg.d_ff))
         return dense(cfg.d_model, "fc_out")(h)
 
@@ -255,20 +291,22 @@ def branch(multiplier: float, y: jax.Array) -> jax.Array:
 
 
 class Block(nn.Module):
-    """A pre-norm Transformer block ``x + m f(norm(x))``, twice (attention, MLP).
+    """A pre-norm Transformer block ``x + m f(norm(x))``, twice (attention, MLP); with ``unit_scaling``
+    ``(x + tau f(norm(x))) / sqrt(1 + tau^2)`` with ``taus = (tau_attn, tau_mlp)``.
 
-    ``scanned``: the ``nn.scan`` signature ``(carry, _) -> (carry, None)``.
+    ``scanned``: the ``nn.scan`` signature ``(carry, taus) -> (carry, None)``.
     """
 
     config: TransformerConfig
     scanned: bool = False
 
     @nn.compact
-    def __call__(self, x: jax.Array, _: None = None) -> jax.Array | tuple[jax.Array, None]:
+    def __call__(self, x: jax.Array, taus: jax.Array | None = None) -> jax.Array | tuple[jax.Array, None]:
         cfg = self.config
-        m = cfg.branch_multiplier
-        x = x + branch(m, Attention(cfg, name="attn")(_norm(cfg, "attn_norm")(x)))
-        x = x + branch(m, Mlp(cfg, name="mlp")(_norm(cfg, "mlp_norm")(x)))
+        sublayers = ((Attention, "attn"), (Mlp, "mlp"))
+        for i, (module, name) in enumerate(sublayers):
+            y = module(cfg, name=name)(_norm(cfg, f"{name}_norm")(x))
+            x = residual_add(x, y, taus[i]) if cfg.unit_scaling else x + branch(cfg.branch_multiplier, y)
         return (x, None) if self.scanned else x
 
 
@@ -278,9 +316,12 @@ def _blocks(cfg: TransformerConfig, x: jax.Array) -> jax.Array:
     if cfg.remat:
         policy = getattr(jax.checkpoint_policies, cfg.remat_policy)
         block = nn.remat(Block, policy=policy, prevent_cse=not cfg.scan_layers)
+    taus = None
+    if cfg.unit_scaling:
+        taus = jnp.asarray(residual_taus(cfg.n_layers, cfg.residual_mult, cfg.residual_attn_ratio), x.dtype)
     if not cfg.scan_layers:
         for i in range(cfg.n_layers):
-            x = block(cfg, name=f"block_{i}")(x)
+            x = block(cfg, name=f"block_{i}")(x, None if taus is None else taus[i])
         return x
     scan = nn.scan(
         block,
@@ -288,7 +329,7 @@ def _blocks(cfg: TransformerConfig, x: jax.Array) -> jax.Array:
         split_rngs={"params": True},
         length=cfg.n_layers,
     )
-    x, _ = scan(cfg, scanned=True, name="blocks")(x, None)
+    x, _ = scan(cfg, scanned=True, name="blocks")(x, taus)
     return x
 
 
@@ -325,6 +366,7 @@ class Transformer(nn.Module):
                 kernel_init=kernel_init((0,), (1,), zero=cfg.zero_init_readout),
                 bias_init=zeros_init((0,)),
                 dtype=cfg.dtype,
+                dot_general=_dot_general(cfg),
                 name="readout",
             )(x)
         logits = logits.astype(jnp.float32)

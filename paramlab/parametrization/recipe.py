@@ -40,6 +40,8 @@ __all__ = [
     "CONSTANT_KEYS",
     "EPS_MODES",
     "LR_MODES",
+    "NAMES",
+    "UNIT_SCALED",
     "WEIGHT_DECAY_RULES",
     "RECIPES",
     "Parametrization",
@@ -54,7 +56,11 @@ WEIGHT_DECAY_RULES = ("width_invariant", "transfer", "fixed")
 ATTENTION_SCALES = ("sqrt", "linear")
 CONSTANT_KEYS = (*SPEC_ROLES, "vector")
 CONSTANT_FIELDS = ("multipliers", "init_scales", "learning_rates", "weight_decays")
-RECIPES = ("sp_global", *PARAMETRIZATIONS)
+# u-muP (Blake et al. 2024): muP moved by the abc-symmetry to unit init, its width scaling in static
+# multipliers, with absolute fan sizes instead of ratios to a base width (docs/reference.md §13)
+UNIT_SCALED = "umup"
+NAMES = (*PARAMETRIZATIONS, UNIT_SCALED)
+RECIPES = ("sp_global", *NAMES)
 _ZERO = RoleExponents(Exponent(), Exponent(), Exponent(), Exponent())
 # JSON keys of version-1 plans (checkpoints written before the zero-init fields were renamed)
 _RENAMED_KEYS = {"readout_zero_init": "zero_init_readout", "query_zero_init": "zero_init_query"}
@@ -65,8 +71,10 @@ class Parametrization:
     """A width parametrization, independent of any model.
 
     Attributes:
-      name: ``"sp"``, ``"ntk"``, ``"mup"``, ``"mfp"`` (Table A of ``docs/reference.md``) or
-        ``"mup_table8"`` (``microsoft/mup``'s form of muP).
+      name: ``"sp"``, ``"ntk"``, ``"mup"``, ``"mfp"`` (Table A of ``docs/reference.md``),
+        ``"mup_table8"`` (``microsoft/mup``'s form of muP) or ``"umup"`` (u-muP: unit init, the
+        width scaling in forward multipliers of the absolute fan-in, ``docs/reference.md`` §13; Adam
+        and Adafactor families only).
       optimizer: the optimizer it trains with, any name of :data:`paramlab.optim.OPTIMIZERS`
         (``"adam"``, ``"adamw"``, ``"adam_atan2"``, ``"adamp"``, ``"factored"``, ``"adafactor"``,
         ``"sgd"``); its :attr:`family` picks the LR exponents.
@@ -132,7 +140,7 @@ class Parametrization:
 
     def __post_init__(self):
         for field, choices in (
-            ("name", PARAMETRIZATIONS),
+            ("name", NAMES),
             ("optimizer", OPTIMIZERS),
             ("lr_mode", LR_MODES),
             ("eps_mode", EPS_MODES),
@@ -152,6 +160,11 @@ class Parametrization:
             object.__setattr__(self, field, _normalize_constants(getattr(self, field), field))
         object.__setattr__(self, "global_lr_exponent", _normalize_global(self.global_lr_exponent))
         resolve_depth_alpha(self.depth_rule, self.depth_alpha)  # validates
+        if self.unit_scaled and self.family == "sgd":
+            raise ValueError(
+                f"Parametrization.name='umup' defines Adam and Adafactor learning rates; optimizer "
+                f"{self.optimizer!r} is SGD."
+            )
         if self.depth_rule != "none" and self.lr_mode == "global":
             raise ValueError(
                 f"depth_rule={self.depth_rule!r} scales each block's learning rate; it needs "
@@ -162,6 +175,11 @@ class Parametrization:
     def family(self) -> str:
         """The LR-exponent family of :attr:`optimizer`: ``"sgd"``, ``"adam"`` or ``"adafactor"``."""
         return family_of(self.optimizer)
+
+    @property
+    def unit_scaled(self) -> bool:
+        """u-muP: unit init and absolute fan sizes for matrices whose fan-in is a width (§13)."""
+        return self.name == UNIT_SCALED
 
     @property
     def resolved_attention_scale(self) -> str:
@@ -181,7 +199,9 @@ class Parametrization:
 
     def exponents(self) -> dict[str, RoleExponents]:
         """Each role's exponents (``"fixed"``: all zero)."""
-        table = role_exponents(self.name, self.family, self.alignment, self.sgd_readout)
+        # u-muP's exponents are muP's moved to b = 0 by the abc-symmetry: MFP's (docs/reference.md §13)
+        name = "mfp" if self.unit_scaled else self.name
+        table = role_exponents(name, self.family, self.alignment, self.sgd_readout)
         return {**table, FIXED: _ZERO}
 
     def to_json(self) -> dict[str, Any]:

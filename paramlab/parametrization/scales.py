@@ -70,7 +70,8 @@ def compute_scales(specs: dict[str, ParamSpec], p: Parametrization) -> dict[str,
             if not any(fnmatch.fnmatchcase(path, pattern) for path in specs):
                 raise ValueError(f"Parametrization.{field}: pattern {pattern!r} matches no parameter.")
         patterns[field] = pats
-    lr_width = {path: exps[s.role].lr.factor(s.fan_in_mult, s.fan_out_mult) for path, s in specs.items()}
+    fans = {path: _fans(s, p) for path, s in specs.items()}
+    lr_width = {path: exps[s.role].lr.factor(*fans[path]) for path, s in specs.items()}
     if p.lr_mode == "global":
         lr_width = dict.fromkeys(specs, _global_lr(specs, lr_width, p.global_lr_exponent))
     scales, constants = {}, {}
@@ -80,7 +81,7 @@ def compute_scales(specs: dict[str, ParamSpec], p: Parametrization) -> dict[str,
         if p.weight_decay_rule == "transfer":  # vectors undecayed unless a constant says otherwise
             const["weight_decays"] = _constant(p.weight_decays, s, patterns["weight_decays"], 0.0)
         constants[path] = const
-        mu_in, mu_out = s.fan_in_mult, s.fan_out_mult
+        mu_in, mu_out = fans[path]
         # the own init's std is ~ mu_in^(-1/2): undo it, then apply the parametrization's n^(-b)
         own_init_correction = math.sqrt(mu_in)
         init = const["init_scales"] * own_init_correction * ex.init.factor(mu_in, mu_out)
@@ -93,7 +94,9 @@ def compute_scales(specs: dict[str, ParamSpec], p: Parametrization) -> dict[str,
             multiplier=const["multipliers"] * ex.multiplier.factor(mu_in, mu_out),
             init=init,
             lr=const["learning_rates"] * lr_width[path] * lr_depth,
-            eps=ex.grad.factor(mu_in, mu_out) * eps_depth if p.eps_mode == "per_layer" else 1.0,
+            eps=ex.grad.factor(s.fan_in_mult, s.fan_out_mult) * eps_depth
+            if p.eps_mode == "per_layer"
+            else 1.0,
             # coupled: the decay's width factor cancels the LR's (eta * lambda width-invariant), while
             # the depth LR factor multiplies it, as in CompleteP's reference (docs/reference.md §7)
             weight_decay=_decay(const["weight_decays"], lr_width[path], p),
@@ -123,7 +126,7 @@ def _weight_norm_gain(
             "Adam and Adafactor families, not for SGD (docs/reference.md §7)."
         )
     v, g = scales[direction.path], scales[path]
-    ex, mu_in, mu_out = exps[direction.role], direction.fan_in_mult, direction.fan_out_mult
+    ex, (mu_in, mu_out) = exps[direction.role], _fans(direction, p)
     width = ex.multiplier.factor(mu_in, mu_out) * math.sqrt(mu_in) * ex.init.factor(mu_in, mu_out)
     if p.lr_mode == "global":
         return dataclasses.replace(g, multiplier=1.0, init=v.multiplier * v.init)
@@ -135,6 +138,15 @@ def _weight_norm_gain(
         lr=const["learning_rates"] * lr_width,
         weight_decay=_decay(const["weight_decays"], lr_width, p),
     )
+
+
+def _fans(s: ParamSpec, p: Parametrization) -> tuple[float, float]:
+    """The fan-in and fan-out the width factors are evaluated at: the ratios to the base width, or for
+    u-muP's matrices whose fan-in is a width (hidden, readout) the absolute fan sizes (§13)."""
+    if p.unit_scaled and s.role in ("hidden", "readout"):
+        size = lambda axes: float(math.prod(s.shape[a] for a in axes))
+        return size(s.fan_in), size(s.fan_out)
+    return s.fan_in_mult, s.fan_out_mult
 
 
 def _decay(constant: float, lr_width: float, p: Parametrization) -> float:
