@@ -1,4 +1,4 @@
-"""The model side of u-muP (Blake et al. 2024) and simulated low-precision matmuls (``docs/reference.md`` §13).
+"""The model side of u-muP (Blake et al. 2024) and simulated low-precision matmuls (reference §13).
 
 u-muP puts every weight at unit scale and keeps every activation there too: besides the plan's static
 multipliers (``Parametrization("umup", ...)``), each nonlinearity is divided by its output RMS at a

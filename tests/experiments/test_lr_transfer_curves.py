@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from experiments.transformer_cells import Cell
 from experiments.lr_transfer_curves import curve_records, depth_horizons, transferred_curves
+from experiments.transformer_cells import Cell
 
 
 def test_curves_are_window_means_and_inf_once_diverged():
