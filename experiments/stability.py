@@ -80,7 +80,11 @@ def run(args: Any, variants: tuple[str, ...], z_loss: float, log: Callable[[str]
         for cell in lr_transfer.cells(args):
             t0 = time.perf_counter()
             setting = build_setting(
-                args, cell, qk_layernorm=guarded, z_loss=z_loss if guarded else 0.0, stability=True
+                args,
+                cell,
+                model_options={"qk_layernorm": guarded},
+                z_loss=z_loss if guarded else 0.0,
+                stability=True,
             )
             result = run_sweep(
                 setting.init_params,

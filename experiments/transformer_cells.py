@@ -9,7 +9,7 @@ output record per sweep member). ``args`` is an ``experiments.lr_transfer.Args``
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 __all__ = ["Cell", "Setting", "build_setting", "member_record", "model_config"]
@@ -32,21 +32,20 @@ class Setting:
     init_params: Callable[[Any], Any]
     loss_fn: Callable[[Any, Any], Any]
     optimizer_fn: Callable[..., Any]
-    apply_fn: Callable[..., Any]  # (params, tokens) -> logits, with the plan's multipliers
+    apply_fn: Callable[..., Any]  # (params, tokens, **apply kwargs) -> logits, with the plan's multipliers
     plan: Any  # the paramlab.parametrization.Plan
 
 
 B1, B2, SGD_MOMENTUM = 0.9, 0.95, 0.9
 
 
-def model_config(
-    args: Any, width: int, depth: int, branch_multiplier: float = 1.0, qk_layernorm: bool = False
-):
+def model_config(args: Any, width: int, depth: int, branch_multiplier: float = 1.0, **model_options: Any):
     """The Transformer at ``d_model = width`` with ``depth`` blocks: heads ``width / d_head``,
-    ``d_ff = ff_ratio * width``; ``qk_layernorm`` normalises queries and keys."""
+    ``d_ff = ff_ratio * width``; ``model_options``: further ``TransformerConfig`` fields
+    (``qk_layernorm``, ``unit_scaling``, ``matmul_format``, ``dtype``, ...)."""
     from paramlab.models import TransformerConfig
 
-    return TransformerConfig(
+    fields = dict(
         d_model=width,
         n_layers=depth,
         n_heads=width // args.d_head,
@@ -56,15 +55,15 @@ def model_config(
         attention_scale="sqrt",  # d_head is fixed across widths: 1/sqrt(d_head) is width-independent
         branch_multiplier=branch_multiplier,
         scan_layers=args.scan_layers,
-        qk_layernorm=qk_layernorm,
     )
+    return TransformerConfig(**{**fields, **model_options})
 
 
 def build_setting(
     args: Any,
     cell: Cell,
     *,
-    qk_layernorm: bool = False,
+    model_options: Mapping[str, Any] | None = None,
     z_loss: float = 0.0,
     stability: bool = False,
     **recipe_options: Any,
@@ -73,8 +72,8 @@ def build_setting(
 
     ``recipe_options``: further :class:`~paramlab.parametrization.Parametrization` fields (e.g.
     ``weight_decay_rule``); the optimizer factory takes ``learning_rate`` and ``weight_decay``.
-    ``qk_layernorm`` normalises queries and keys, ``z_loss`` adds ``z_loss * mean((log Z)^2)`` to the
-    loss, and ``stability`` adds the instability proxies of
+    ``model_options`` are further ``TransformerConfig`` fields (:func:`model_config`), ``z_loss`` adds
+    ``z_loss * mean((log Z)^2)`` to the loss, and ``stability`` adds the instability proxies of
     :func:`paramlab.diagnostics.apply_with_stability` to every step's metrics.
 
     The recipe comes from :func:`paramlab.parametrization.named_parametrization` with the cell's
@@ -106,7 +105,9 @@ def build_setting(
         depth_alpha=args.depth_alpha if cell.depth_rule == "completep" else None,
         **recipe_options,
     )
-    make_model = lambda size: Transformer(model_config(args, *size, qk_layernorm=qk_layernorm))
+    # u-muP trains the unit-scaled model (docs/reference.md §13) unless the options say otherwise
+    options = {"unit_scaling": cell.parametrization == "umup", **(model_options or {})}
+    make_model = lambda size: Transformer(model_config(args, *size, **options))
     tokens = jax.ShapeDtypeStruct((1, args.seq_len), jnp.int32)
     plan = make_plan(
         make_model,
@@ -116,9 +117,7 @@ def build_setting(
         target=(cell.width, cell.depth),
         inputs=(tokens,),
     )
-    model = Transformer(
-        model_config(args, cell.width, cell.depth, plan.branch_multiplier(), qk_layernorm=qk_layernorm)
-    )
+    model = Transformer(model_config(args, cell.width, cell.depth, plan.branch_multiplier(), **options))
     apply = plan.wrap_apply(model.apply)
     probed = apply_with_stability(apply) if stability else lambda *a: (apply(*a), {})
     relative = make_schedule("cosine", 1.0, args.steps, args.warmup_steps, final_fraction=0.1)
@@ -136,7 +135,8 @@ def build_setting(
         tx = plan.optimizer(learning_rate=learning_rate, weight_decay=weight_decay, **kwargs)
         return optax.chain(tx, optax.scale_by_schedule(relative))
 
-    return Setting(init_params, loss_fn, optimizer_fn, lambda params, x: apply({"params": params}, x), plan)
+    apply_fn = lambda params, x, **kwargs: apply({"params": params}, x, **kwargs)
+    return Setting(init_params, loss_fn, optimizer_fn, apply_fn, plan)
 
 
 def member_record(args: Any, cell: Cell, r: dict[str, Any]) -> dict[str, Any]:

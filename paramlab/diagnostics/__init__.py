@@ -39,3 +39,4 @@ from paramlab.diagnostics.setups import (
 )
 from paramlab.diagnostics.spectral import spectral_probe, top_singular_values
 from paramlab.diagnostics.stability import apply_with_stability, stability_metrics
+from paramlab.diagnostics.unit_scale import scale_probe, tensor_rms
