@@ -36,6 +36,7 @@ COLUMNS = (
 def sensitivity_rows(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per (recipe, variant, width) with the columns of :data:`COLUMNS`."""
     from paramlab.diagnostics import lr_sensitivity_table
+    from paramlab.optim.common import sort_key
     from paramlab.sweep import mean_over_seeds, optimal_settings
 
     per_seed = lr_sensitivity_table(records, (*GROUP, "seed"))
@@ -44,7 +45,7 @@ def sensitivity_rows(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     output = mean_over_seeds(records, (*GROUP, "learning_rate"), "max_output_logit")
     lrs = sorted({r["learning_rate"] for r in records})
     rows = []
-    for key in sorted(best, key=lambda k: tuple(map(str, k))):
+    for key in sorted(best, key=sort_key):
         values = [r["lr_sensitivity"] for r in per_seed if tuple(r[k] for k in GROUP) == key]
         b = best[key]
         at_best = [
@@ -114,9 +115,11 @@ def _curve(records: Sequence[dict[str, Any]], key: tuple, y: str, cap: float = m
 
 def _plot_against_lr(records: Sequence[dict[str, Any]], path: str, title: str) -> None:
     """Per width: final loss (diverged runs drawn at the initial loss) and the largest attention logit."""
+    from paramlab.optim.common import sort_key
+
     widths = sorted({r["width"] for r in records})
     recipes = sorted({r["parametrization"] for r in records})
-    keys = sorted({tuple(r[k] for k in GROUP) for r in records}, key=lambda k: tuple(map(str, k)))
+    keys = sorted({tuple(r[k] for k in GROUP) for r in records}, key=sort_key)
     cap = float(np.mean([r["initial_loss"] for r in records]))
     fig = _figure(len(widths), 2, title)
     for i, width in enumerate(widths):
