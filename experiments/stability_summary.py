@@ -92,7 +92,7 @@ def _figure(nrows: int, ncols: int, title: str) -> Any:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(4.4 * ncols, 3.4 * nrows + 0.5))
+    fig = Figure(figsize=(max(4.4 * ncols, 7.0), 3.4 * nrows + 0.5))
     FigureCanvasAgg(fig)
     if title:
         fig.suptitle(title, fontsize=9)
