@@ -21,7 +21,7 @@ def get_config():
     c.steps = 300
     c.warmup_steps = 30
     c.seeds = 3
-    c.seq_len = 64
+    c.seq_len = 32
     c.batch_size = 8
     c.steps_per_call = 50
     return c
