@@ -84,20 +84,29 @@ def optimum_rows(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _sigmas_at(records: Sequence[dict[str, Any]], setting: tuple[float, float]) -> dict[str, float]:
-    """The seed mean of every ``sigma_1/<path>`` at ``(learning rate, weight decay) = setting``."""
+    """The seed mean of every ``sigma_1/<path>`` at ``(learning rate, weight decay) = setting``, and the
+    ``spectral_scale/<path>`` the records carry."""
     chosen = [r for r in records if (r[LR], r[WD]) == setting]
     names = sorted(k for k in chosen[0] if k.startswith("sigma_1/"))
-    return {name: float(np.mean([r[name] for r in chosen])) for name in names}
+    scales = {k: v for k, v in chosen[0].items() if k.startswith("spectral_scale/")}
+    return {**{name: float(np.mean([r[name] for r in chosen])) for name in names}, **scales}
+
+
+def _normalised_sigma(row: dict[str, Any], name: str) -> float:
+    """``sigma_1`` over its spectral scale (1 where the records carry none)."""
+    return row[name] / row.get("spectral_scale/" + name.removeprefix("sigma_1/"), 1.0)
 
 
 def rule_summary(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per rule: the optimum's shift in grid steps (LR, decay) and the largest ``sigma_1`` ratio
-    across widths (max over matrices of max / min over widths, at the transferred setting)."""
+    """Per rule: the optimum's shift in grid steps (LR, decay) and the largest ratio across widths of a
+    matrix's ``sigma_1`` over its spectral scale (max over matrices of max / min over widths, at the
+    transferred setting), and the median of those ratios."""
     out = []
     for rule in sorted({r["weight_decay_rule"] for r in rows}):
         mine = [r for r in rows if r["weight_decay_rule"] == rule]
         names = sorted(k for k in mine[0] if k.startswith("sigma_1/"))
-        ratios = {n: max(r[n] for r in mine) / min(r[n] for r in mine) for n in names}
+        normalised = {n: [_normalised_sigma(r, n) for r in mine] for n in names}
+        ratios = {n: max(v) / min(v) for n, v in normalised.items()}
         worst = max(ratios, key=ratios.get)
         out.append(
             {

@@ -92,7 +92,7 @@ def run(args: DecayArgs, log: Callable[[str], None] = print) -> list[dict[str, A
         for cell in lr_transfer.cells(g):
             t0 = time.perf_counter()
             batches = BatchIterator(corpus.train, seq_len=g.seq_len, batch_size=g.batch_size, seed=0)
-            result, n_params = _sweep(args, cell, rule, members, batches, held_out)
+            result, n_params, scales = _sweep(args, cell, rule, members, batches, held_out)
             tokens_per_parameter = g.steps * g.batch_size * g.seq_len / n_params
             for r in result.records:
                 sigmas = {k: v for k, v in r.items() if k.startswith("sigma_1/")}
@@ -105,6 +105,7 @@ def run(args: DecayArgs, log: Callable[[str], None] = print) -> list[dict[str, A
                         "parameters": n_params,
                         "tokens_per_parameter": tokens_per_parameter,
                         **sigmas,
+                        **scales,
                     }
                 )
             spectra += _spectra(rule, cell.width, members, result.probes)
@@ -119,7 +120,7 @@ def run(args: DecayArgs, log: Callable[[str], None] = print) -> list[dict[str, A
 
 
 def _sweep(args: DecayArgs, cell: Any, rule: str, members: list, batches: Any, held_out: list) -> tuple:
-    """One cell's sweep with the spectral probe: ``(SweepResult, number of parameters)``."""
+    """One cell's sweep with the spectral probe: ``(SweepResult, number of parameters, spectral scales)``."""
     import jax
 
     from paramlab.diagnostics import spectral_probe
@@ -143,7 +144,32 @@ def _sweep(args: DecayArgs, cell: Any, rule: str, members: list, batches: Any, h
         probe_fn=probe,
         progress_bar=g.progress_bar,
     )
-    return result, sum(x.size for x in jax.tree.leaves(shapes))
+    return result, sum(x.size for x in jax.tree.leaves(shapes)), spectral_scales(setting.plan)
+
+
+def spectral_scales(plan: Any) -> dict[str, float]:
+    """``{"spectral_scale/<path>": sqrt(fan_out / fan_in)}`` for every matrix: how its top singular value
+    scales with width when feature learning is width-independent (the spectral condition of Yang, Simon
+    & Bernstein 2023: ``||W|| ∝ sqrt(fan_out / fan_in)``), so that ``sigma_1 / scale`` compares across
+    widths for every role (hidden: 1; readout: ``n^-1/2``; embedding: ``n^1/2``)."""
+    scales = {}
+    for path, spec in plan.specs.items():
+        if spec.fan_in and len(spec.shape) - len(spec.stacked) >= 2:
+            fan_in, fan_out = (math.prod(spec.shape[a] for a in axes) for axes in (spec.fan_in, spec.fan_out))
+            scales[f"spectral_scale/{path}"] = math.sqrt(fan_out / fan_in)
+    return scales
+
+
+def add_spectral_scales(args: DecayArgs, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Records of a run without ``spectral_scale/<path>`` keys, with them (from each cell's plan)."""
+    if all(any(k.startswith("spectral_scale/") for k in r) for r in records):
+        return records
+    cells = {c.width: c for c in lr_transfer.cells(args.grid)}
+    scales = {
+        (rule, width): spectral_scales(build_setting(args.grid, cells[width], weight_decay_rule=rule).plan)
+        for rule, width in {(r["weight_decay_rule"], r["width"]) for r in records}
+    }
+    return [{**r, **scales[r["weight_decay_rule"], r["width"]]} for r in records]
 
 
 def _spectra(rule: str, width: int, members: list, probes: dict[str, Any]) -> list[dict[str, Any]]:
@@ -181,7 +207,8 @@ def main(config: ml_collections.ConfigDict, paths: dict[str, str]) -> None:
         os.makedirs(args.grid.out, exist_ok=True)
         spectra_path = os.path.join(os.path.dirname(paths["results"]), "spectra.json")
         spectra = load_records(spectra_path) if os.path.exists(spectra_path) else None
-        write_summary(load_records(paths["results"]), args.grid.out, title=_title(args), spectra=spectra)
+        records = add_spectral_scales(args, load_records(paths["results"]))
+        write_summary(records, args.grid.out, title=_title(args), spectra=spectra)
         return
     run(args)
 

@@ -129,3 +129,30 @@ def test_summary_finds_the_joint_optimum_shifts_and_sigma_ratio():
 def test_bad_config_names_the_key(overrides, key):
     with pytest.raises(ValueError, match=key):
         weight_decay_transfer.parse_args(_config(**overrides), {"out": "x", "data": ""})
+
+
+def test_sigma_ratio_is_taken_over_the_spectral_scale():
+    # sigma_1 growing like the spectral condition's sqrt(fan_out / fan_in) is width-invariant feature learning
+    records = [{**r, "spectral_scale/h": r["width"] / 8} for r in _records()]
+    summary = {r["weight_decay_rule"]: r for r in rule_summary(optimum_rows(records))}
+    assert summary["fixed"]["max_sigma_ratio"] == pytest.approx(1.0)  # sigma ∝ width, scale ∝ width
+    assert summary["transfer"]["max_sigma_ratio"] == pytest.approx(4.0)
+
+
+def test_spectral_scales_follow_fan_sizes():
+    from experiments.weight_decay_transfer import spectral_scales
+    from paramlab.models import MLP, MLPConfig
+    from paramlab.parametrization import Parametrization, make_plan
+
+    make = lambda w: MLP(MLPConfig(in_dim=3, width=w, out_dim=5))
+    plan = make_plan(
+        make, Parametrization("mup", "adam"), base=8, delta=16, target=32, inputs=(np.zeros((1, 3)),)
+    )
+    scales = spectral_scales(plan)
+    assert scales == pytest.approx(
+        {
+            "spectral_scale/dense_0/kernel": math.sqrt(32 / 3),
+            "spectral_scale/dense_1/kernel": 1.0,
+            "spectral_scale/readout/kernel": math.sqrt(5 / 32),
+        }
+    )
