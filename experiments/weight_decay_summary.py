@@ -5,8 +5,9 @@ rule and width: the joint optimum of the seed-mean held-out loss over the grid, 
 seeds, the fitted optimum of each hyperparameter with the other at its best (a parabola in log2 and
 its bootstrap spread over seeds, :func:`paramlab.sweep.optimum_statistics`), the loss at the optimum
 transferred from the smallest width, and ``sigma_1`` of every matrix at that transferred setting.
-Per rule: how many grid steps each optimum moves across widths and the largest ratio across widths
-of a matrix's ``sigma_1`` (``docs/reference.md`` §8).
+The loss the grid's strongest decay costs at the width's best LR shows whether the decay keeps its
+effect as the width grows. Per rule: how many grid steps each optimum moves across widths and the
+largest ratio across widths of a matrix's ``sigma_1`` over its spectral scale (``docs/reference.md`` §8).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ COLUMNS = (
     "fitted_log2_weight_decay_std",
     "transferred_final_loss",
     "transfer_excess_percent",
+    "largest_decay_excess",
     "n_diverged",
 )
 
@@ -76,6 +78,8 @@ def optimum_rows(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                     **{k: v for k, v in wd_stats.items() if k.startswith("fitted")},
                     "transferred_final_loss": transferred,
                     "transfer_excess_percent": 100 * (transferred / grids[width][(lr, wd)] - 1),
+                    # how much the strongest decay of the grid costs at this width's best LR
+                    "largest_decay_excess": grids[width][(lr, wds[-1])] - grids[width][(lr, wd)],
                     "n_diverged": sum(not math.isfinite(v) for v in grids[width].values()),
                     **_sigmas_at(mine, proxy),
                 }

@@ -104,6 +104,9 @@ def test_summary_finds_the_joint_optimum_shifts_and_sigma_ratio():
         )
         assert by["transfer", width]["fitted_learning_rate"] == pytest.approx(0.02, rel=0.02)
     assert [by["fixed", w]["best_weight_decay"] for w in (8, 16, 32)] == [0.2, 0.4, 0.4]
+    # the strongest decay (0.4) costs the curvature 0.1 one step from the transfer rule's optimum
+    assert by["transfer", 16]["largest_decay_excess"] == pytest.approx(0.1, abs=0.002)
+    assert by["fixed", 32]["largest_decay_excess"] == pytest.approx(0.0, abs=0.002)
     # transferred from width 8: fixed at width 32 pays the decay's curvature, 0.1 nats, in percent
     excess = by["fixed", 32]["transfer_excess_percent"]
     assert excess == pytest.approx(100 * 0.1 / by["fixed", 32]["best_final_loss"], rel=0.02)
