@@ -2,9 +2,10 @@
 
 Per recipe and precision: the learning rate with the lowest seed-mean float32 loss (the recipe's tuned
 LR), the loss there (mean ± std over seeds), its change against float32 in percent, computed per seed
-(the same seed's float32 run) then mean ± std, and the precision's own best seed-mean loss. Per recipe
-and tensor family (activation, weight, gradient), the RMS range over tensors at init and after
-training at the tuned LR.
+(the same seed's float32 run) then mean ± std, the precision's own best seed-mean loss, and the largest
+change of the seed-mean loss (capped at the loss at init) against float32 anywhere on the LR grid
+(where a format's range runs out, it shows at high learning rates first). Per recipe and tensor family
+(activation, weight, gradient), the RMS range over tensors at init and after training at the tuned LR.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ COLUMNS = (
     "change_percent_std",
     "own_best_learning_rate",
     "own_best_final_loss",
+    "largest_change_percent",
+    "largest_change_learning_rate",
     "n_diverged",
 )
 FAMILIES = ("activation", "weight", "gradient")
@@ -63,6 +66,7 @@ def precision_rows(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         reference = _seed_losses(records, recipe, "float32", tuned[recipe])
         change = [100 * (mine[s] / reference[s] - 1) for s in sorted(mine)]
         losses = list(mine.values())
+        worst_lr, worst = _largest_change(records, recipe, precision)
         rows.append(
             {
                 "parametrization": recipe,
@@ -74,10 +78,33 @@ def precision_rows(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                 "change_percent_std": float(np.std(change, ddof=min(1, len(change) - 1))),
                 "own_best_learning_rate": best["best_learning_rate"],
                 "own_best_final_loss": best["best_final_loss"],
+                "largest_change_percent": worst,
+                "largest_change_learning_rate": worst_lr,
                 "n_diverged": best["n_diverged"],
             }
         )
     return rows
+
+
+def _largest_change(records: Sequence[dict[str, Any]], recipe: str, precision: str) -> tuple[float, float]:
+    """``(LR, percent)``: where on the grid the precision's seed-mean loss is furthest above float32's, each
+    run's loss capped at its loss at init (a run that learned nothing counts as its start, as in the LR
+    sensitivity), so that the grid's useless end does not dominate."""
+    from paramlab.sweep import mean_over_seeds
+
+    capped = [
+        {**r, "capped_loss": min(_finite(r["final_loss"]), _finite(r["initial_loss"]))}
+        for r in records
+        if r["parametrization"] == recipe
+    ]
+    means = mean_over_seeds(capped, ("precision", "learning_rate"), "capped_loss")
+    changes = {
+        lr: 100 * (means[precision, lr] / means["float32", lr] - 1)
+        for (p, lr) in means
+        if p == precision and math.isfinite(means["float32", lr])
+    }
+    lr = max(changes, key=changes.get)
+    return lr, changes[lr]
 
 
 def _seed_losses(

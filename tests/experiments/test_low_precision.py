@@ -79,6 +79,9 @@ def test_change_is_paired_by_seed_at_the_float32_optimum():
     assert rows["bfloat16"]["final_loss"] == pytest.approx(2.15)
     assert rows["bfloat16"]["own_best_learning_rate"] == 1.0
     assert rows["float32"]["change_percent"] == 0.0
+    # anywhere on the grid: bfloat16 is furthest above float32 at 0.1 (at 1.0 it is below)
+    assert rows["bfloat16"]["largest_change_learning_rate"] == 0.1
+    assert rows["bfloat16"]["largest_change_percent"] == pytest.approx(100 * (2.15 / 2.1 - 1))
 
 
 @pytest.mark.parametrize(
