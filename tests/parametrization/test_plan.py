@@ -487,7 +487,7 @@ def test_narrower_than_base_by_hand():
 
 
 def test_named_parametrization_sp_global_is_sp_with_one_lr():
-    assert RECIPES[0] == "sp_global" and set(RECIPES[1:]) == {"sp", "ntk", "mup", "mfp", "mup_table8"}
+    assert RECIPES[0] == "sp_global" and set(RECIPES[1:]) == {"sp", "ntk", "mup", "mfp", "mup_table8", "umup"}
     p = named_parametrization("sp_global", "adamw", alignment="none")
     assert p == Parametrization("sp", "adamw", alignment="none", lr_mode="global")
     assert p.family == "adam"
