@@ -71,7 +71,9 @@ def compute_scales(specs: dict[str, ParamSpec], p: Parametrization) -> dict[str,
                 raise ValueError(f"Parametrization.{field}: pattern {pattern!r} matches no parameter.")
         patterns[field] = pats
     fans = {path: _fans(s, p) for path, s in specs.items()}
-    lr_width = {path: exps[s.role].lr.factor(*fans[path]) for path, s in specs.items()}
+    lr_width = {
+        path: exps[s.role].lr.factor(*fans[path]) * _unit_embedding_lr(s, p) for path, s in specs.items()
+    }
     if p.lr_mode == "global":
         lr_width = dict.fromkeys(specs, _global_lr(specs, lr_width, p.global_lr_exponent))
     scales, constants = {}, {}
@@ -147,6 +149,14 @@ def _fans(s: ParamSpec, p: Parametrization) -> tuple[float, float]:
         size = lambda axes: float(math.prod(s.shape[a] for a in axes))
         return size(s.fan_in), size(s.fan_out)
     return s.fan_in_mult, s.fan_out_mult
+
+
+def _unit_embedding_lr(s: ParamSpec, p: Parametrization) -> float:
+    """u-muP's Adam rule for an embedding table: LR × ``d_model^-1/2`` (its fan-out, the absolute size;
+    the unit-scaling reference counts a table's hidden size as its fan-in, §13); 1 otherwise."""
+    if p.unit_scaled and p.family == "adam" and s.role == "embedding" and not s.is_vector:
+        return float(math.prod(s.shape[a] for a in s.fan_out)) ** -0.5
+    return 1.0
 
 
 def _decay(constant: float, lr_width: float, p: Parametrization) -> float:

@@ -40,14 +40,19 @@ def test_u_mup_table_with_absolute_fans(n):
     assert s["out/kernel"].init == pytest.approx(math.sqrt(fan_out))
     assert s["out/kernel"].multiplier == pytest.approx(1 / fan_out)
     assert s["out/kernel"].lr == pytest.approx(1.0)
-    # the input layer (fan-in fixed) and vectors keep their own init, multiplier and LR 1
-    for path in ("in/kernel", "in/bias", "out/bias"):
+    # the input layer (fan-in fixed: an embedding) keeps its own init and multiplier 1; its Adam LR is
+    # 1/sqrt(fan_out), the unit-scaling reference's rule for embedding tables; vectors keep everything
+    assert (s["in/kernel"].init, s["in/kernel"].multiplier) == (1.0, 1.0)
+    assert s["in/kernel"].lr == pytest.approx(n**-0.5)
+    for path in ("in/bias", "out/bias"):
         assert (s[path].init, s[path].multiplier, s[path].lr) == (1.0, 1.0, 1.0)
+    assert _plan("umup", "adafactor", n=n).scales["in/kernel"].lr == 1.0  # Adafactor: relative steps
 
 
 def test_u_mup_is_mup_moved_by_the_abc_symmetry():
     # from the base width to n, the effective weight's init (m s) and Adam step (m lr) scale as muP's:
-    # u-muP is muP with unit init, the same functions and updates up to the base width's constants
+    # u-muP is muP with unit init, the same functions and updates up to the base width's constants, but for
+    # the embedding LR
     def growth(name, n, path, field):
         scale = lambda p: p.scales[path].multiplier * getattr(p.scales[path], field)
         return scale(_plan(name, "adam", n=n)) / scale(_plan(name, "adam", n=8))
@@ -55,10 +60,10 @@ def test_u_mup_is_mup_moved_by_the_abc_symmetry():
     for n in (32, 128):
         for path in ("in/kernel", "h/kernel", "out/kernel"):
             for field in ("init", "lr"):
-                assert growth("umup", n, path, field) == pytest.approx(growth("mup", n, path, field)), (
-                    n,
-                    path,
-                )
+                # u-muP's one departure from muP: the embedding table's LR shrinks like width^-1/2
+                departure = (n / 8) ** -0.5 if (path, field) == ("in/kernel", "lr") else 1.0
+                want = growth("mup", n, path, field) * departure
+                assert growth("umup", n, path, field) == pytest.approx(want), (n, path, field)
 
 
 def test_u_mup_is_a_recipe_refuses_sgd_and_uses_the_linear_attention_scale():
