@@ -57,7 +57,8 @@ ATTENTION_SCALES = ("sqrt", "linear")
 CONSTANT_KEYS = (*SPEC_ROLES, "vector")
 CONSTANT_FIELDS = ("multipliers", "init_scales", "learning_rates", "weight_decays")
 # u-muP (Blake et al. 2024): muP moved by the abc-symmetry to unit init, its width scaling in static
-# multipliers, with absolute fan sizes instead of ratios to a base width (docs/reference.md §13)
+# multipliers, with absolute fan sizes instead of ratios to a base width, and an embedding table's Adam LR
+# times d_model^-1/2 (docs/reference.md §13)
 UNIT_SCALED = "umup"
 NAMES = (*PARAMETRIZATIONS, UNIT_SCALED)
 RECIPES = ("sp_global", *NAMES)
