@@ -25,7 +25,17 @@ import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-__all__ = ["EXIT_USAGE", "check_positive_ints", "config_path", "fail", "parse_list", "parse_recipes", "run"]
+__all__ = [
+    "EXIT_USAGE",
+    "SWEEP_PATH_FLAGS",
+    "check_positive_ints",
+    "config_path",
+    "fail",
+    "parse_list",
+    "parse_recipes",
+    "run",
+    "run_sweep_experiment",
+]
 
 EXIT_USAGE = 2
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
@@ -153,6 +163,23 @@ def run(
             fail(program, e)
 
     app.run(start, flags_parser=lambda argv: _parse(program, argv, default_config))
+
+
+# the path flags of every sweep experiment (lr_transfer, weight_decay_transfer, stability, low_precision)
+SWEEP_PATH_FLAGS = {
+    "out": "Output directory (created if missing).",
+    "data": "A text file or directory.",
+    "results": "A results.json / .csv of an earlier run: write its summary to --out, train nothing.",
+}
+
+
+def run_sweep_experiment(
+    program: str, main: Callable[[ml_collections.ConfigDict, Mapping[str, str]], None]
+) -> None:
+    """:func:`run` for a sweep experiment: ``experiments/configs/<name>.py`` (``program`` is
+    ``experiments.<name>``) and :data:`SWEEP_PATH_FLAGS`, ``--out`` required."""
+    name = program.removeprefix("experiments.")
+    run(program, main, default_config=config_path(name), path_flags=SWEEP_PATH_FLAGS, required=("out",))
 
 
 def _start_logging(program: str) -> None:

@@ -31,7 +31,7 @@ import ml_collections
 
 from experiments import cli, lr_transfer
 from experiments.low_precision_summary import write_summary
-from experiments.transformer_cells import build_setting, member_record
+from experiments.transformer_cells import build_setting, member_record, run_cell
 
 PROGRAM = "experiments.low_precision"
 PRECISIONS = ("float32", "bfloat16", "float8_e4m3fn", "float8_e5m2")
@@ -73,9 +73,9 @@ def run(args: Any, precisions: tuple[str, ...], log: Callable[[str], None] = pri
     """Every sweep; writes the outputs to ``args.out`` and returns the records."""
     import jax
 
-    from paramlab.data import BatchIterator, eval_batches, load_corpus
+    from paramlab.data import eval_batches, load_corpus
     from paramlab.diagnostics import scale_probe
-    from paramlab.sweep import product_members, run_sweep, save_records
+    from paramlab.sweep import product_members, save_records
 
     os.makedirs(args.out, exist_ok=True)
     corpus = load_corpus(args.data or None, max_bytes=args.max_bytes)
@@ -93,18 +93,7 @@ def run(args: Any, precisions: tuple[str, ...], log: Callable[[str], None] = pri
             at_init = jax.jit(probe)(setting.init_params(jax.random.key(0)), None)
             at_init = {k: float(v) for k, v in at_init.items()}
             init_rms.append({"parametrization": cell.parametrization, "precision": precision, **at_init})
-            result = run_sweep(
-                setting.init_params,
-                setting.loss_fn,
-                setting.optimizer_fn,
-                members,
-                BatchIterator(corpus.train, seq_len=args.seq_len, batch_size=args.batch_size, seed=0),
-                args.steps,
-                eval_batches=lambda: held_out,
-                steps_per_call=min(args.steps_per_call, args.steps),
-                probe_fn=probe,
-                progress_bar=args.progress_bar,
-            )
+            result = run_cell(args, setting, members, corpus, held_out, probe)
             for r in result.records:
                 rms = {k: v for k, v in r.items() if k.startswith("rms/")}
                 records.append({**member_record(args, cell, r), "precision": precision, **rms})
@@ -142,14 +131,4 @@ def main(config: ml_collections.ConfigDict, paths: dict[str, str]) -> None:
 
 
 if __name__ == "__main__":
-    cli.run(
-        PROGRAM,
-        main,
-        default_config=cli.config_path("low_precision"),
-        path_flags={
-            "out": "Output directory (created if missing).",
-            "data": "A text file or directory.",
-            "results": "A results.json / .csv of an earlier run: write its summary to --out, train nothing.",
-        },
-        required=("out",),
-    )
+    cli.run_sweep_experiment(PROGRAM, main)

@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from experiments.summary_plots import figure, style_axes
+
 __all__ = ["precision_rows", "rms_rows", "write_summary"]
 
 COLUMNS = (
@@ -173,23 +175,12 @@ def write_summary(
     return text
 
 
-def _figure(ncols: int, title: str) -> Any:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(4.3 * ncols, 3.8))
-    FigureCanvasAgg(fig)
-    if title:
-        fig.suptitle(title, fontsize=9)
-    return fig
-
-
 def _plot_losses(records: Sequence[dict[str, Any]], path: str, title: str) -> None:
     """Per recipe: held-out loss (mean ± std over seeds) against LR, one line per precision."""
     recipes = sorted({r["parametrization"] for r in records})
     precisions = sorted({r["precision"] for r in records}, key=lambda p: (p != "float32", p))
     cap = float(np.mean([_finite(r["initial_loss"]) for r in records]))
-    fig = _figure(len(recipes), title)
+    fig = figure(1, len(recipes), title, panel_height=3.3)
     for i, recipe in enumerate(recipes):
         ax = fig.add_subplot(1, len(recipes), i + 1)
         for precision, style in zip(precisions, ("-o", "--s", ":^", "-.v")):
@@ -208,11 +199,7 @@ def _plot_losses(records: Sequence[dict[str, Any]], path: str, title: str) -> No
                 label=precision,
             )
         ax.set_xscale("log", base=2)
-        ax.set_xlabel("learning rate")
-        ax.set_ylabel("held-out loss (nats/byte)")
-        ax.set_title(recipe, fontsize=9)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        style_axes(ax, "learning rate", "held-out loss (nats/byte)", recipe, legend_size=7)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
 
@@ -220,7 +207,7 @@ def _plot_losses(records: Sequence[dict[str, Any]], path: str, title: str) -> No
 def _plot_rms(rows: Sequence[dict[str, Any]], path: str, title: str) -> None:
     """Per recipe: each family's RMS range over tensors (min to max, median marked), init and end."""
     recipes = sorted({r["parametrization"] for r in rows})
-    fig = _figure(len(recipes), title)
+    fig = figure(1, len(recipes), title, panel_height=3.3)
     for i, recipe in enumerate(recipes):
         ax = fig.add_subplot(1, len(recipes), i + 1)
         for j, row in enumerate(r for r in rows if r["parametrization"] == recipe):
@@ -231,8 +218,6 @@ def _plot_rms(rows: Sequence[dict[str, Any]], path: str, title: str) -> None:
         ax.set_xticks(range(len(labels)), labels, rotation=60, fontsize=7)
         ax.axhline(1.0, color="gray", ls="--", lw=1)
         ax.set_yscale("log")
-        ax.set_ylabel("RMS over tensors (min-max, median)")
-        ax.set_title(recipe, fontsize=9)
-        ax.grid(alpha=0.3)
+        style_axes(ax, "", "RMS over tensors (min-max, median)", recipe, legend_size=None)
     fig.tight_layout()
     fig.savefig(path, dpi=90)

@@ -39,7 +39,7 @@ import ml_collections
 from experiments import cli
 from experiments.lr_transfer_curves import curve_records
 from experiments.lr_transfer_summary import recipe_label, write_summary
-from experiments.transformer_cells import Cell, build_setting, member_record
+from experiments.transformer_cells import Cell, build_setting, member_record, run_cell
 
 PROGRAM = "experiments.lr_transfer"
 _POSITIVE = ("steps", "seeds", "base_width", "base_depth", "d_head", "ff_ratio", "seq_len", "batch_size")
@@ -176,9 +176,9 @@ def _learning_rates(config: ml_collections.ConfigDict) -> tuple[float, ...]:
 
 def run(args: Args, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
     """Every sweep of the experiment; writes the outputs to ``args.out`` and returns the records."""
-    from paramlab.data import BatchIterator, eval_batches, load_corpus
+    from paramlab.data import eval_batches, load_corpus
     from paramlab.diagnostics import alignment_probe
-    from paramlab.sweep import product_members, run_sweep, save_records
+    from paramlab.sweep import product_members, save_records
 
     os.makedirs(args.out, exist_ok=True)
     corpus = load_corpus(args.data or None, max_bytes=args.max_bytes)
@@ -191,19 +191,13 @@ def run(args: Args, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
     for cell in cells(args):
         setting = build_setting(args, cell)
         t0 = time.perf_counter()
-        result = run_sweep(
-            setting.init_params,
-            setting.loss_fn,
-            setting.optimizer_fn,
+        result = run_cell(
+            args,
+            setting,
             members,
-            BatchIterator(corpus.train, seq_len=args.seq_len, batch_size=args.batch_size, seed=0),
-            args.steps,
-            eval_batches=lambda: held_out,
-            steps_per_call=min(args.steps_per_call, args.steps),
-            probe_fn=alignment_probe(setting.apply_fn, held_out[0]["inputs"][:2])
-            if args.log_alignment
-            else None,
-            progress_bar=args.progress_bar,
+            corpus,
+            held_out,
+            alignment_probe(setting.apply_fn, held_out[0]["inputs"][:2]) if args.log_alignment else None,
         )
         records += [member_record(args, cell, r) for r in result.records]
         curves += curve_records(cell, members, result.history["loss"], args.curve_every)
@@ -261,14 +255,4 @@ def main(config: ml_collections.ConfigDict, paths: dict[str, str]) -> None:
 
 
 if __name__ == "__main__":
-    cli.run(
-        PROGRAM,
-        main,
-        default_config=cli.config_path("lr_transfer"),
-        path_flags={
-            "out": "Output directory (created if missing).",
-            "data": "A text file or directory.",
-            "results": "A results.json / .csv of an earlier run: write its summary to --out, train nothing.",
-        },
-        required=("out",),
-    )
+    cli.run_sweep_experiment(PROGRAM, main)

@@ -33,7 +33,7 @@ import numpy as np
 
 from experiments import cli, lr_transfer
 from experiments.stability_summary import write_summary
-from experiments.transformer_cells import build_setting, member_record
+from experiments.transformer_cells import build_setting, member_record, run_cell
 
 PROGRAM = "experiments.stability"
 VARIANTS = ("plain", "qk_layernorm_z_loss")
@@ -65,8 +65,8 @@ def parse_args(
 
 def run(args: Any, variants: tuple[str, ...], z_loss: float, log: Callable[[str], None] = print) -> list:
     """Every sweep; writes the outputs to ``args.out`` and returns the records."""
-    from paramlab.data import BatchIterator, eval_batches, load_corpus
-    from paramlab.sweep import product_members, run_sweep, save_records
+    from paramlab.data import eval_batches, load_corpus
+    from paramlab.sweep import product_members, save_records
 
     os.makedirs(args.out, exist_ok=True)
     corpus = load_corpus(args.data or None, max_bytes=args.max_bytes)
@@ -86,17 +86,7 @@ def run(args: Any, variants: tuple[str, ...], z_loss: float, log: Callable[[str]
                 z_loss=z_loss if guarded else 0.0,
                 stability=True,
             )
-            result = run_sweep(
-                setting.init_params,
-                setting.loss_fn,
-                setting.optimizer_fn,
-                members,
-                BatchIterator(corpus.train, seq_len=args.seq_len, batch_size=args.batch_size, seed=0),
-                args.steps,
-                eval_batches=lambda: held_out,
-                steps_per_call=min(args.steps_per_call, args.steps),
-                progress_bar=args.progress_bar,
-            )
+            result = run_cell(args, setting, members, corpus, held_out)
             logits = _logit_summary(result.history)
             for k, r in enumerate(result.records):
                 records.append({**member_record(args, cell, r), "variant": variant, **logits[k]})
@@ -146,14 +136,4 @@ def main(config: ml_collections.ConfigDict, paths: dict[str, str]) -> None:
 
 
 if __name__ == "__main__":
-    cli.run(
-        PROGRAM,
-        main,
-        default_config=cli.config_path("stability"),
-        path_flags={
-            "out": "Output directory (created if missing).",
-            "data": "A text file or directory.",
-            "results": "A results.json / .csv of an earlier run: write its summary to --out, train nothing.",
-        },
-        required=("out",),
-    )
+    cli.run_sweep_experiment(PROGRAM, main)

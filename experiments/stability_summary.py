@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from experiments.summary_plots import figure, style_axes
+
 __all__ = ["sensitivity_rows", "write_summary"]
 
 GROUP = ("parametrization", "variant", "width")
@@ -88,17 +90,6 @@ def write_summary(
     return text
 
 
-def _figure(nrows: int, ncols: int, title: str) -> Any:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(max(4.4 * ncols, 7.0), 3.4 * nrows + 0.5))
-    FigureCanvasAgg(fig)
-    if title:
-        fig.suptitle(title, fontsize=9)
-    return fig
-
-
 def _line_style(recipe: str, variant: str, recipes: list[str]) -> dict[str, Any]:
     color = ("tab:red", "tab:blue", "tab:green", "tab:purple")[recipes.index(recipe) % 4]
     return {"color": color, "linestyle": "-" if variant == "plain" else "--", "marker": "o", "ms": 3}
@@ -121,7 +112,7 @@ def _plot_against_lr(records: Sequence[dict[str, Any]], path: str, title: str) -
     recipes = sorted({r["parametrization"] for r in records})
     keys = sorted({tuple(r[k] for k in GROUP) for r in records}, key=sort_key)
     cap = float(np.mean([r["initial_loss"] for r in records]))
-    fig = _figure(len(widths), 2, title)
+    fig = figure(len(widths), 2, title)
     for i, width in enumerate(widths):
         for j, (y, label) in enumerate(
             (("final_loss", "held-out loss (nats/byte)"), ("max_attention_logit", "max attention logit"))
@@ -140,11 +131,7 @@ def _plot_against_lr(records: Sequence[dict[str, Any]], path: str, title: str) -
             ax.set_xscale("log", base=2)
             if j:
                 ax.set_yscale("log")
-            ax.set_xlabel("learning rate")
-            ax.set_ylabel(label)
-            ax.set_title(f"width {width}", fontsize=9)
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=6)
+            style_axes(ax, "learning rate", label, f"width {width}", legend_size=6)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
 
@@ -152,7 +139,7 @@ def _plot_against_lr(records: Sequence[dict[str, Any]], path: str, title: str) -
 def _plot_sensitivity(rows: Sequence[dict[str, Any]], path: str, title: str) -> None:
     """LR sensitivity (mean ± std over seeds) against width, one line per recipe and variant."""
     recipes = sorted({r["parametrization"] for r in rows})
-    fig = _figure(1, 1, title)
+    fig = figure(1, 1, title)
     ax = fig.add_subplot(1, 1, 1)
     for recipe in recipes:
         for variant in sorted({r["variant"] for r in rows}):
@@ -167,9 +154,6 @@ def _plot_sensitivity(rows: Sequence[dict[str, Any]], path: str, title: str) -> 
                     **_line_style(recipe, variant, recipes),
                 )
     ax.set_xscale("log", base=2)
-    ax.set_xlabel("width")
-    ax.set_ylabel("LR sensitivity (nats/byte)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    style_axes(ax, "width", "LR sensitivity (nats/byte)", "LR sensitivity (mean ± std over seeds)")
     fig.tight_layout()
     fig.savefig(path, dpi=90)

@@ -12,7 +12,7 @@ import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["Cell", "Setting", "build_setting", "member_record", "model_config"]
+__all__ = ["Cell", "Setting", "build_setting", "member_record", "model_config", "run_cell"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,3 +156,26 @@ def member_record(args: Any, cell: Cell, r: dict[str, Any]) -> dict[str, Any]:
         "eps_mode": args.eps_mode,
         **{k: v for k, v in r.items() if k.startswith("alignment/")},
     }
+
+
+def run_cell(
+    args: Any, setting: Setting, members: list, corpus: Any, held_out: list, probe_fn: Any = None
+) -> Any:
+    """One cell's vmapped sweep (:func:`paramlab.sweep.run_sweep`) over ``members``: the corpus's train
+    bytes in ``args.batch_size x args.seq_len`` batches (seed 0: every cell sees the same batches),
+    ``args.steps`` steps, evaluated on ``held_out``."""
+    from paramlab.data import BatchIterator
+    from paramlab.sweep import run_sweep
+
+    return run_sweep(
+        setting.init_params,
+        setting.loss_fn,
+        setting.optimizer_fn,
+        members,
+        BatchIterator(corpus.train, seq_len=args.seq_len, batch_size=args.batch_size, seed=0),
+        args.steps,
+        eval_batches=lambda: held_out,
+        steps_per_call=min(args.steps_per_call, args.steps),
+        probe_fn=probe_fn,
+        progress_bar=args.progress_bar,
+    )

@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from experiments.summary_plots import figure, style_axes
+
 __all__ = ["optimum_rows", "write_summary"]
 
 LR, WD = "learning_rate", "weight_decay"
@@ -158,17 +160,6 @@ def write_summary(
     return text
 
 
-def _figure(nrows: int, ncols: int, title: str) -> Any:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(4.2 * ncols, 3.3 * nrows + 0.5))
-    FigureCanvasAgg(fig)
-    if title:
-        fig.suptitle(title, fontsize=9)
-    return fig
-
-
 def _colors(n: int) -> Any:
     from matplotlib import colormaps
 
@@ -189,7 +180,7 @@ def _plot_losses(
 ) -> None:
     """Per rule: loss against LR at each width's best decay, and against decay at its best LR."""
     rules = sorted({r["weight_decay_rule"] for r in rows})
-    fig = _figure(len(rules), 2, title)
+    fig = figure(len(rules), 2, title)
     for i, rule in enumerate(rules):
         mine = [r for r in rows if r["weight_decay_rule"] == rule]
         for j, (x, other) in enumerate(((LR, WD), (WD, LR))):
@@ -208,11 +199,13 @@ def _plot_losses(
                     label=f"width {row['width']}",
                 )
             ax.set_xscale("log", base=2)
-            ax.set_xlabel(f"{x} (at each width's best {other})")
-            ax.set_ylabel("held-out loss (nats/byte)")
-            ax.set_title(f"weight_decay_rule={rule}", fontsize=9)
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=7)
+            style_axes(
+                ax,
+                f"{x} (at each width's best {other})",
+                "held-out loss (nats/byte)",
+                f"weight_decay_rule={rule}",
+                legend_size=7,
+            )
     fig.tight_layout()
     fig.savefig(path, dpi=90)
 
@@ -220,7 +213,7 @@ def _plot_losses(
 def _plot_sigmas(rows: Sequence[dict[str, Any]], path: str, title: str) -> None:
     """Per rule: every matrix's final ``sigma_1`` against width at the transferred setting."""
     rules = sorted({r["weight_decay_rule"] for r in rows})
-    fig = _figure(1, len(rules), title)
+    fig = figure(1, len(rules), title)
     for i, rule in enumerate(rules):
         mine = [r for r in rows if r["weight_decay_rule"] == rule]
         names = sorted(k for k in mine[0] if k.startswith("sigma_1/"))
@@ -236,11 +229,7 @@ def _plot_sigmas(rows: Sequence[dict[str, Any]], path: str, title: str) -> None:
             )
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
-        ax.set_xlabel("width")
-        ax.set_ylabel("sigma_1 (effective weight)")
-        ax.set_title(f"weight_decay_rule={rule}", fontsize=9)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=5)
+        style_axes(ax, "width", "sigma_1 (effective weight)", f"weight_decay_rule={rule}", legend_size=5)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
 
@@ -253,7 +242,7 @@ def _plot_sigma_curves(
     rules = sorted({r["weight_decay_rule"] for r in rows})
     names = sorted({s["path"] for s in spectra})
     shown = [n for n in names if "embed" not in n and "readout" not in n][:1] + names[-1:]
-    fig = _figure(len(rules), len(shown), title)
+    fig = figure(len(rules), len(shown), title)
     for i, rule in enumerate(rules):
         mine = [r for r in rows if r["weight_decay_rule"] == rule]
         proxy = (mine[0]["best_learning_rate"], mine[0]["best_weight_decay"])
@@ -272,10 +261,6 @@ def _plot_sigma_curves(
                     color=color,
                     label=f"width {row['width']}",
                 )
-            ax.set_xlabel("step")
-            ax.set_ylabel("sigma_1")
-            ax.set_title(f"{rule}: {name}", fontsize=8)
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=7)
+            style_axes(ax, "step", "sigma_1", f"{rule}: {name}", legend_size=7)
     fig.tight_layout()
     fig.savefig(path, dpi=90)

@@ -214,14 +214,4 @@ def main(config: ml_collections.ConfigDict, paths: dict[str, str]) -> None:
 
 
 if __name__ == "__main__":
-    cli.run(
-        PROGRAM,
-        main,
-        default_config=cli.config_path("weight_decay_transfer"),
-        path_flags={
-            "out": "Output directory (created if missing).",
-            "data": "A text file or directory.",
-            "results": "A results.json / .csv of an earlier run: write its summary to --out, train nothing.",
-        },
-        required=("out",),
-    )
+    cli.run_sweep_experiment(PROGRAM, main)

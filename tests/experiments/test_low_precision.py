@@ -5,34 +5,21 @@ import math
 
 import numpy as np
 import pytest
+from tiny_grid import tiny_config
 
 from experiments import low_precision
 from experiments.configs import low_precision as default_config
 from experiments.low_precision_summary import precision_rows
 
-TINY = dict(
-    parametrization="umup",
-    precisions="float32,float8_e4m3fn",
-    widths="16",
-    base_width=16,
-    d_head=8,
-    seq_len=8,
-    batch_size=2,
-    steps=4,
-    warmup_steps=1,
-    eval_batches=1,
-    max_bytes=20000,
-    steps_per_call=2,
-    learning_rate_grid="0.5,1,2",
-    seeds=2,
-    progress_bar=False,
-)
-
 
 def _config(**overrides):
-    config = default_config.get_config()
-    config.update({**TINY, **overrides})
-    return config
+    return tiny_config(
+        default_config,
+        **{
+            **dict(parametrization="umup", precisions="float32,float8_e4m3fn", learning_rate_grid="0.5,1,2"),
+            **overrides,
+        },
+    )
 
 
 def test_tiny_run_records_rms_and_writes_the_summary(tmp_path):

@@ -5,33 +5,17 @@ import math
 
 import numpy as np
 import pytest
+from tiny_grid import tiny_config
 
 from experiments import stability
 from experiments.configs import stability as default_config
 from experiments.stability_summary import sensitivity_rows
 
-TINY = dict(
-    parametrization="mup",
-    widths="16",
-    base_width=16,
-    d_head=8,
-    seq_len=8,
-    batch_size=2,
-    steps=4,
-    warmup_steps=1,
-    eval_batches=1,
-    max_bytes=20000,
-    steps_per_call=2,
-    learning_rate_grid="1e-3,4,4000",
-    seeds=2,
-    progress_bar=False,
-)
-
 
 def _config(**overrides):
-    config = default_config.get_config()
-    config.update({**TINY, **overrides})
-    return config
+    return tiny_config(
+        default_config, **{**dict(parametrization="mup", learning_rate_grid="1e-3,4,4000"), **overrides}
+    )
 
 
 def test_tiny_run_records_logits_and_writes_the_summary(tmp_path):

@@ -6,34 +6,23 @@ import math
 
 import numpy as np
 import pytest
+from tiny_grid import tiny_config
 
 from experiments import weight_decay_transfer
 from experiments.configs import weight_decay_transfer as default_config
 from experiments.weight_decay_summary import optimum_rows, rule_summary
 
-TINY = dict(
-    widths="16,32",
-    base_width=16,
-    d_head=8,
-    seq_len=8,
-    batch_size=2,
-    steps=4,
-    warmup_steps=1,
-    eval_batches=1,
-    max_bytes=20000,
-    steps_per_call=2,
-    spectral_iterations=4,
-    learning_rate_grid="1e-3,2e-3,2",
-    weight_decays="0.1,1",
-    seeds=2,
-    progress_bar=False,
-)
-
 
 def _config(**overrides):
-    config = default_config.get_config()
-    config.update({**TINY, **overrides})
-    return config
+    return tiny_config(
+        default_config,
+        **{
+            **dict(
+                widths="16,32", spectral_iterations=4, learning_rate_grid="1e-3,2e-3,2", weight_decays="0.1,1"
+            ),
+            **overrides,
+        },
+    )
 
 
 def test_tiny_run_writes_records_spectra_and_summary(tmp_path):
