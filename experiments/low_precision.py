@@ -31,7 +31,7 @@ import ml_collections
 
 from experiments import cli, lr_transfer
 from experiments.low_precision_summary import write_summary
-from experiments.transformer_cells import build_setting, member_record, run_cell
+from experiments.transformer_cells import build_setting, grid_data, member_record, run_cell
 
 PROGRAM = "experiments.low_precision"
 PRECISIONS = ("float32", "bfloat16", "float8_e4m3fn", "float8_e5m2")
@@ -73,16 +73,10 @@ def run(args: Any, precisions: tuple[str, ...], log: Callable[[str], None] = pri
     """Every sweep; writes the outputs to ``args.out`` and returns the records."""
     import jax
 
-    from paramlab.data import eval_batches, load_corpus
     from paramlab.diagnostics import scale_probe
-    from paramlab.sweep import product_members, save_records
+    from paramlab.sweep import save_records
 
-    os.makedirs(args.out, exist_ok=True)
-    corpus = load_corpus(args.data or None, max_bytes=args.max_bytes)
-    held_out = eval_batches(
-        corpus.eval, seq_len=args.seq_len, batch_size=args.batch_size, max_batches=args.eval_batches
-    )
-    members = product_members(seeds=tuple(range(args.seeds)), learning_rate=args.lrs)
+    corpus, held_out, members = grid_data(args)
     records: list[dict[str, Any]] = []
     init_rms: list[dict[str, Any]] = []
     for cell in lr_transfer.cells(args):

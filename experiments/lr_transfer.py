@@ -39,7 +39,7 @@ import ml_collections
 from experiments import cli
 from experiments.lr_transfer_curves import curve_records
 from experiments.lr_transfer_summary import recipe_label, write_summary
-from experiments.transformer_cells import Cell, build_setting, member_record, run_cell
+from experiments.transformer_cells import Cell, build_setting, grid_data, member_record, run_cell
 
 PROGRAM = "experiments.lr_transfer"
 _POSITIVE = ("steps", "seeds", "base_width", "base_depth", "d_head", "ff_ratio", "seq_len", "batch_size")
@@ -176,16 +176,10 @@ def _learning_rates(config: ml_collections.ConfigDict) -> tuple[float, ...]:
 
 def run(args: Args, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
     """Every sweep of the experiment; writes the outputs to ``args.out`` and returns the records."""
-    from paramlab.data import eval_batches, load_corpus
     from paramlab.diagnostics import alignment_probe
-    from paramlab.sweep import product_members, save_records
+    from paramlab.sweep import save_records
 
-    os.makedirs(args.out, exist_ok=True)
-    corpus = load_corpus(args.data or None, max_bytes=args.max_bytes)
-    held_out = eval_batches(
-        corpus.eval, seq_len=args.seq_len, batch_size=args.batch_size, max_batches=args.eval_batches
-    )
-    members = product_members(seeds=tuple(range(args.seeds)), learning_rate=args.lrs)
+    corpus, held_out, members = grid_data(args)
     records: list[dict[str, Any]] = []
     curves: list[dict[str, Any]] = []
     for cell in cells(args):

@@ -33,7 +33,7 @@ import numpy as np
 
 from experiments import cli, lr_transfer
 from experiments.stability_summary import write_summary
-from experiments.transformer_cells import build_setting, member_record, run_cell
+from experiments.transformer_cells import build_setting, grid_data, member_record, run_cell
 
 PROGRAM = "experiments.stability"
 VARIANTS = ("plain", "qk_layernorm_z_loss")
@@ -65,15 +65,9 @@ def parse_args(
 
 def run(args: Any, variants: tuple[str, ...], z_loss: float, log: Callable[[str], None] = print) -> list:
     """Every sweep; writes the outputs to ``args.out`` and returns the records."""
-    from paramlab.data import eval_batches, load_corpus
-    from paramlab.sweep import product_members, save_records
+    from paramlab.sweep import save_records
 
-    os.makedirs(args.out, exist_ok=True)
-    corpus = load_corpus(args.data or None, max_bytes=args.max_bytes)
-    held_out = eval_batches(
-        corpus.eval, seq_len=args.seq_len, batch_size=args.batch_size, max_batches=args.eval_batches
-    )
-    members = product_members(seeds=tuple(range(args.seeds)), learning_rate=args.lrs)
+    corpus, held_out, members = grid_data(args)
     records: list[dict[str, Any]] = []
     for variant in variants:
         guarded = variant == "qk_layernorm_z_loss"

@@ -12,7 +12,7 @@ import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["Cell", "Setting", "build_setting", "member_record", "model_config", "run_cell"]
+__all__ = ["Cell", "Setting", "build_setting", "grid_data", "member_record", "model_config", "run_cell"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,3 +179,20 @@ def run_cell(
         probe_fn=probe_fn,
         progress_bar=args.progress_bar,
     )
+
+
+def grid_data(args: Any) -> tuple[Any, list, list]:
+    """``(corpus, held-out batches, members)`` of a sweep grid: the corpus (``args.data`` or the embedded
+    one), ``args.eval_batches`` held-out batches, and one member per learning rate and seed; creates
+    ``args.out``."""
+    import os
+
+    from paramlab.data import eval_batches, load_corpus
+    from paramlab.sweep import product_members
+
+    os.makedirs(args.out, exist_ok=True)
+    corpus = load_corpus(args.data or None, max_bytes=args.max_bytes)
+    held_out = eval_batches(
+        corpus.eval, seq_len=args.seq_len, batch_size=args.batch_size, max_batches=args.eval_batches
+    )
+    return corpus, held_out, product_members(seeds=tuple(range(args.seeds)), learning_rate=args.lrs)
