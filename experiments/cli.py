@@ -32,6 +32,7 @@ __all__ = [
     "config_path",
     "fail",
     "parse_list",
+    "parse_names",
     "parse_recipes",
     "run",
     "run_sweep_experiment",
@@ -71,6 +72,18 @@ def parse_list(value: Any, kind: type, key: str) -> tuple:
         return tuple(kind(v) for v in items)
     except (TypeError, ValueError):
         raise ValueError(f"config.{key} must be comma-separated {kind.__name__}s, got {value!r}.") from None
+
+
+def parse_names(value: Any, key: str, choices: Sequence[str]) -> tuple[str, ...]:
+    """Distinct names from ``choices`` in a comma-separated key; ``ValueError`` naming ``config.<key>``."""
+    from paramlab.optim.common import check_choice
+
+    names = parse_list(value, str, key)
+    if not names or len(set(names)) != len(names):
+        raise ValueError(f"config.{key} must be distinct names, got {value!r}.")
+    for name in names:
+        check_choice(name, tuple(choices), f"config.{key}")
+    return names
 
 
 def parse_recipes(value: Any, key: str = "parametrization") -> tuple[str, ...]:

@@ -44,11 +44,7 @@ def parse_config(config: ml_collections.ConfigDict) -> dict[str, Any]:
     check_choice(config.parametrization, RECIPES, "config.parametrization")
     check_choice(config.optimizer, OPTIMIZERS, "config.optimizer")
     cli.check_positive_ints(config, _POSITIVE)
-    rules = cli.parse_list(config.depth_rule, str, "depth_rule")
-    if not rules or len(set(rules)) != len(rules):
-        raise ValueError(f"config.depth_rule must be distinct names, got {config.depth_rule!r}.")
-    for rule in rules:
-        check_choice(rule, DEPTH_RULES, "config.depth_rule")
+    rules = cli.parse_names(config.depth_rule, "depth_rule", DEPTH_RULES)
     depths = cli.parse_list(config.depths, int, "depths")
     if len(depths) < 2 or any(d < 1 for d in depths) or len(set(depths)) != len(depths):
         raise ValueError(f"config.depths must be >= 2 distinct positive integers, got {config.depths!r}.")

@@ -40,16 +40,14 @@ PRECISIONS = ("float32", "bfloat16", "float8_e4m3fn", "float8_e5m2")
 def parse_args(config: ml_collections.ConfigDict, paths: dict[str, str]) -> tuple[Any, tuple[str, ...]]:
     """``(lr_transfer.Args, precisions)``, validated (``ValueError`` naming the key)."""
     from paramlab.models.unit_scaling import check_matmul_format
-    from paramlab.optim.common import check_choice
 
     grid = lr_transfer.parse_args(config, paths)
-    precisions = cli.parse_list(config.precisions, str, "precisions")
-    if not precisions or len(set(precisions)) != len(precisions) or "float32" not in precisions:
+    precisions = cli.parse_names(config.precisions, "precisions", PRECISIONS)
+    if "float32" not in precisions:
         raise ValueError(
-            f"config.precisions must be distinct names including float32, got {config.precisions!r}."
+            f"config.precisions must include float32 (the reference), got {config.precisions!r}."
         )
     for precision in precisions:
-        check_choice(precision, PRECISIONS, "config.precisions")
         if precision.startswith("float8"):
             check_matmul_format(precision)  # a backend that cannot convert to it: one line, now
     if grid.depths != (grid.base_depth,) or grid.depth_rules != ("none",):

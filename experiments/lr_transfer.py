@@ -138,7 +138,6 @@ def parse_args(config: ml_collections.ConfigDict, paths: dict[str, str]) -> Args
 
 def _depths(config: ml_collections.ConfigDict) -> tuple[tuple[int, ...], tuple[str, ...]]:
     """The sorted depths and the distinct depth rules (``ValueError`` naming the key)."""
-    from paramlab.optim.common import check_choice
     from paramlab.parametrization import DEPTH_RULES
 
     depths = cli.parse_list(config.depths, int, "depths")
@@ -149,11 +148,7 @@ def _depths(config: ml_collections.ConfigDict) -> tuple[tuple[int, ...], tuple[s
             f"config.base_depth={config.base_depth} is larger than every depth in "
             f"config.depths={config.depths!r}."
         )
-    rules = cli.parse_list(config.depth_rule, str, "depth_rule")
-    if not rules or len(set(rules)) != len(rules):
-        raise ValueError(f"config.depth_rule must be distinct names, got {config.depth_rule!r}.")
-    for rule in rules:
-        check_choice(rule, DEPTH_RULES, "config.depth_rule")
+    rules = cli.parse_names(config.depth_rule, "depth_rule", DEPTH_RULES)
     alpha = config.depth_alpha
     if not (isinstance(alpha, (int, float)) and 0.5 <= alpha <= 1.0):
         raise ValueError(f"config.depth_alpha must be in [0.5, 1], got {alpha!r}.")

@@ -43,14 +43,9 @@ def parse_args(
     config: ml_collections.ConfigDict, paths: dict[str, str]
 ) -> tuple[Any, tuple[str, ...], float]:
     """``(lr_transfer.Args, variants, z_loss)``, validated (``ValueError`` naming the key)."""
-    from paramlab.optim.common import check_choice
 
     grid = lr_transfer.parse_args(config, paths)
-    variants = cli.parse_list(config.variants, str, "variants")
-    if not variants or len(set(variants)) != len(variants):
-        raise ValueError(f"config.variants must be distinct names, got {config.variants!r}.")
-    for variant in variants:
-        check_choice(variant, VARIANTS, "config.variants")
+    variants = cli.parse_names(config.variants, "variants", VARIANTS)
     z_loss = config.z_loss
     if (
         isinstance(z_loss, bool)

@@ -55,13 +55,7 @@ def parse_args(config: ml_collections.ConfigDict, paths: dict[str, str]) -> Deca
     from paramlab.parametrization import WEIGHT_DECAY_RULES
 
     grid = lr_transfer.parse_args(config, paths)
-    rules = cli.parse_list(config.weight_decay_rule, str, "weight_decay_rule")
-    if not rules or len(set(rules)) != len(rules):
-        raise ValueError(
-            f"config.weight_decay_rule must be distinct names, got {config.weight_decay_rule!r}."
-        )
-    for rule in rules:
-        check_choice(rule, WEIGHT_DECAY_RULES, "config.weight_decay_rule")
+    rules = cli.parse_names(config.weight_decay_rule, "weight_decay_rule", WEIGHT_DECAY_RULES)
     check_choice(config.weight_decay_mode, WEIGHT_DECAY_MODES, "config.weight_decay_mode")
     decays = cli.parse_list(config.weight_decays, float, "weight_decays")
     if not decays or any(not (math.isfinite(d) and d > 0) for d in decays) or len(set(decays)) != len(decays):
@@ -155,8 +149,7 @@ def spectral_scales(plan: Any) -> dict[str, float]:
     scales = {}
     for path, spec in plan.specs.items():
         if spec.fan_in and len(spec.shape) - len(spec.stacked) >= 2:
-            fan_in, fan_out = (math.prod(spec.shape[a] for a in axes) for axes in (spec.fan_in, spec.fan_out))
-            scales[f"spectral_scale/{path}"] = math.sqrt(fan_out / fan_in)
+            scales[f"spectral_scale/{path}"] = math.sqrt(spec.fan_out_size / spec.fan_in_size)
     return scales
 
 

@@ -76,12 +76,15 @@ def compute_scales(specs: dict[str, ParamSpec], p: Parametrization) -> dict[str,
     }
     if p.lr_mode == "global":
         lr_width = dict.fromkeys(specs, _global_lr(specs, lr_width, p.global_lr_exponent))
+    # the transfer rule leaves vectors undecayed unless a constant says otherwise
+    vector_defaults = {"weight_decays": 0.0} if p.weight_decay_rule == "transfer" else {}
     scales, constants = {}, {}
     for path, s in specs.items():
         ex = exps[s.role]
-        const = {field: _constant(getattr(p, field), s, patterns[field]) for field in CONSTANT_FIELDS}
-        if p.weight_decay_rule == "transfer":  # vectors undecayed unless a constant says otherwise
-            const["weight_decays"] = _constant(p.weight_decays, s, patterns["weight_decays"], 0.0)
+        const = {
+            field: _constant(getattr(p, field), s, patterns[field], vector_defaults.get(field))
+            for field in CONSTANT_FIELDS
+        }
         constants[path] = const
         mu_in, mu_out = fans[path]
         # the own init's std is ~ mu_in^(-1/2): undo it, then apply the parametrization's n^(-b)
@@ -125,13 +128,13 @@ def _weight_norm_gain(
     if p.family == "sgd":
         raise ValueError(
             f"parameter {path} is the weight-norm gain of {direction.path}: its rule is derived for the "
-            "Adam and Adafactor families, not for SGD (docs/reference.md §7)."
+            "Adam and Adafactor families, not for SGD (docs/reference.md §12)."
         )
     v, g = scales[direction.path], scales[path]
-    ex, (mu_in, mu_out) = exps[direction.role], _fans(direction, p)
-    width = ex.multiplier.factor(mu_in, mu_out) * math.sqrt(mu_in) * ex.init.factor(mu_in, mu_out)
     if p.lr_mode == "global":
         return dataclasses.replace(g, multiplier=1.0, init=v.multiplier * v.init)
+    ex, (mu_in, mu_out) = exps[direction.role], _fans(direction, p)
+    width = ex.multiplier.factor(mu_in, mu_out) * math.sqrt(mu_in) * ex.init.factor(mu_in, mu_out)
     lr_width = width if p.family == "adam" else 1.0
     return dataclasses.replace(
         g,
@@ -146,8 +149,7 @@ def _fans(s: ParamSpec, p: Parametrization) -> tuple[float, float]:
     """The fan-in and fan-out the width factors are evaluated at: the ratios to the base width, or for
     u-muP's matrices whose fan-in is a width (hidden, readout) the absolute fan sizes (§13)."""
     if p.unit_scaled and s.role in ("hidden", "readout"):
-        size = lambda axes: float(math.prod(s.shape[a] for a in axes))
-        return size(s.fan_in), size(s.fan_out)
+        return float(s.fan_in_size), float(s.fan_out_size)
     return s.fan_in_mult, s.fan_out_mult
 
 
@@ -155,7 +157,7 @@ def _unit_embedding_lr(s: ParamSpec, p: Parametrization) -> float:
     """u-muP's Adam rule for an embedding table: LR × ``d_model^-1/2`` (its fan-out, the absolute size;
     the unit-scaling reference counts a table's hidden size as its fan-in, §13); 1 otherwise."""
     if p.unit_scaled and p.family == "adam" and s.role == "embedding" and not s.is_vector:
-        return float(math.prod(s.shape[a] for a in s.fan_out)) ** -0.5
+        return float(s.fan_out_size) ** -0.5
     return 1.0
 
 

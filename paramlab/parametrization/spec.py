@@ -122,6 +122,16 @@ class ParamSpec:
         return not self.fan_in
 
     @property
+    def fan_in_size(self) -> int:
+        """The product of the fan-in axes' sizes at the target width."""
+        return math.prod(self.shape[a] for a in self.fan_in)
+
+    @property
+    def fan_out_size(self) -> int:
+        """The product of the fan-out axes' sizes at the target width."""
+        return math.prod(self.shape[a] for a in self.fan_out)
+
+    @property
     def fan_axes(self) -> FanAxes:
         return FanAxes(self.fan_in, self.fan_out, self.stacked)
 
