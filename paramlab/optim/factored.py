@@ -14,7 +14,6 @@ gradient ``G`` whose axes split into a row group ``A``, a column group ``B`` and
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, NamedTuple
 
 import jax
@@ -22,7 +21,7 @@ import jax.numpy as jnp
 import optax
 
 from paramlab.optim._factored_axes import FactoredAxes, leaf_factoring, static_min_dim
-from paramlab.optim.atan import atan2_nonneg
+from paramlab.optim._factored_update import Scalars, Static, init_leaf, leaf_update
 from paramlab.optim.common import (
     check_choice,
     check_float_params,
@@ -56,30 +55,6 @@ class ScaleByFactoredMomentsState(NamedTuple):
     mu: Any
 
 
-@dataclasses.dataclass(frozen=True)
-class _Static:
-    """Choices that decide the traced program (Python values, never traced)."""
-
-    output: str
-    momentum: bool
-    constant_decay: bool
-    clip: bool
-    param_scale: bool
-    relative_step: bool
-
-
-class _Scalars(NamedTuple):
-    """The step's scalars (float32); ``k`` multiplies ``N / sqrt(V)`` (bias corrections), or ``None``."""
-
-    beta: jax.Array
-    eps1: jax.Array
-    b1: jax.Array | None
-    k: jax.Array | None
-    threshold: jax.Array | None
-    eps2: jax.Array | None
-    rho: jax.Array | None
-
-
 def relative_step_size(count: jax.typing.ArrayLike, step_offset: jax.typing.ArrayLike = 0) -> jax.Array:
     """The paper's relative step ``rho_t = min(1e-2, 1 / sqrt(t))`` with ``t = max(count + 1 - offset, 1)``.
 
@@ -91,85 +66,6 @@ def relative_step_size(count: jax.typing.ArrayLike, step_offset: jax.typing.Arra
 def _clipped_step(count: jax.typing.ArrayLike, step_offset: jax.typing.ArrayLike) -> jax.Array:
     """``max(count - step_offset, 1)`` in float32: the step the decay and the relative step see."""
     return jnp.maximum(jnp.asarray(count, jnp.float32) - jnp.asarray(step_offset, jnp.float32), 1.0)
-
-
-def _expand(x: jax.Array, axes: tuple[int, ...]) -> jax.Array:
-    return jnp.expand_dims(x, axes)
-
-
-def _normalise(
-    num: jax.Array,
-    g2: jax.Array,
-    r: Any,
-    c: Any,
-    v: Any,
-    axes: FactoredAxes | None,
-    st: _Static,
-    sc: _Scalars,
-) -> tuple[jax.Array, Any, Any, Any]:
-    """``(U, R_t, C_t, V_t)``: the moment update and ``N / sqrt(V_hat)`` (or its arctangent)."""
-    one_minus_beta = 1.0 - sc.beta
-    if axes is None:
-        v = sc.beta * v + one_minus_beta * g2
-        if st.output == "rsqrt":
-            u = num * jax.lax.rsqrt(v)
-            return (u if sc.k is None else u * sc.k), r, c, v
-        denom = jnp.sqrt(v)
-        return atan2_nonneg(num, denom if sc.k is None else denom / sc.k), r, c, v
-    r = sc.beta * r + one_minus_beta * jnp.mean(g2, axis=axes.cols)
-    c = sc.beta * c + one_minus_beta * jnp.mean(g2, axis=axes.rows)
-    r_mean = jnp.mean(r, axis=axes.rows_in_r(), keepdims=True)
-    if st.output == "rsqrt":
-        row_factor = jax.lax.rsqrt(r / r_mean)
-        if sc.k is not None:
-            row_factor = row_factor * sc.k
-        u = num * _expand(row_factor, axes.cols) * _expand(jax.lax.rsqrt(c), axes.rows)
-        return u, r, c, v
-    row_root = jnp.sqrt(jnp.where(r_mean > 0, r / jnp.where(r_mean > 0, r_mean, 1.0), 0.0))
-    if sc.k is not None:
-        row_root = row_root / sc.k
-    return atan2_nonneg(num, _expand(row_root, axes.cols) * _expand(jnp.sqrt(c), axes.rows)), r, c, v
-
-
-def _rms(x: jax.Array) -> jax.Array:
-    return jnp.sqrt(jnp.mean(x * x))
-
-
-def _leaf_update(
-    g: jax.Array, r: Any, c: Any, v: Any, m: Any, p: Any, axes: FactoredAxes | None, st: _Static, sc: _Scalars
-) -> tuple[jax.Array, Any, Any, Any, Any]:
-    """One leaf's ``(update, R_t, C_t, V_t, m_t)``, computed in float32 (float64 for float64 leaves)."""
-    dtype = jnp.promote_types(g.dtype, jnp.float32)
-    gf = g.astype(dtype)
-    g2 = gf * gf if st.output == "atan2" else gf * gf + sc.eps1
-    num = gf
-    if st.momentum:
-        num = sc.b1 * m.astype(dtype) + (1.0 - sc.b1) * gf
-        m = num.astype(m.dtype)
-    u, r, c, v = _normalise(num, g2, r, c, v, axes, st, sc)
-    if st.clip:
-        u = u / jnp.maximum(1.0, _rms(u) / sc.threshold)
-    scale = None
-    if st.param_scale:
-        scale = jnp.maximum(sc.eps2, _rms(p.astype(dtype)))
-    if st.relative_step:
-        scale = sc.rho if scale is None else scale * sc.rho
-    if scale is not None:
-        u = u * scale
-    return u.astype(g.dtype), r, c, v, m
-
-
-def _init_leaf(leaf: Any, axes: FactoredAxes | None) -> tuple[Any, Any, Any]:
-    """Zero ``(R, C, V)`` for one parameter (placeholders ``zeros((1,))`` for the unused ones)."""
-    if is_absent(leaf):
-        return leaf, leaf, leaf
-    dtype = jnp.promote_types(leaf.dtype, jnp.float32)
-    placeholder = jnp.zeros((1,), dtype)
-    if axes is None:
-        return placeholder, placeholder, jnp.zeros(leaf.shape, dtype)
-    row_shape = tuple(n for i, n in enumerate(leaf.shape) if i not in axes.cols)
-    col_shape = tuple(n for i, n in enumerate(leaf.shape) if i not in axes.rows)
-    return jnp.zeros(row_shape, dtype), jnp.zeros(col_shape, dtype), placeholder
 
 
 def scale_by_factored_moments(
@@ -209,7 +105,9 @@ def scale_by_factored_moments(
         check_float_params(params)
         factoring = leaf_factoring(params, fan_axes, factored, static_min_dim(min_dim_size_to_factor))
         leaves, treedef = jax.tree.flatten(params, is_leaf=is_absent)
-        stats = [_init_leaf(leaf, axes) for leaf, axes in zip(leaves, factoring)]
+        stats = [
+            (leaf,) * 3 if is_absent(leaf) else init_leaf(leaf, axes) for leaf, axes in zip(leaves, factoring)
+        ]
         v_row, v_col, v = (treedef.unflatten([s[i] for s in stats]) for i in range(3))
         mu = optax.tree.zeros_like(params, dtype=mu_dtype) if static.momentum else None
         return ScaleByFactoredMomentsState(jnp.zeros([], jnp.int32), v_row, v_col, v, mu)
@@ -230,8 +128,8 @@ def _update_tree(
     state: ScaleByFactoredMomentsState,
     params: Any,
     groups: list[FactoredAxes | None],
-    static: _Static,
-    scalars: _Scalars,
+    static: Static,
+    scalars: Scalars,
 ) -> tuple[Any, ScaleByFactoredMomentsState]:
     """Every leaf's :func:`_leaf_update`; ``state.count`` is already this step's."""
     g_leaves, treedef = jax.tree.flatten(updates, is_leaf=is_absent)
@@ -244,7 +142,7 @@ def _update_tree(
     m_leaves = treedef.flatten_up_to(state.mu) if static.momentum else [None] * n
     p_leaves = treedef.flatten_up_to(params) if static.param_scale else [None] * n
     out = [
-        (g, r, c, v, m) if is_absent(g) else _leaf_update(g, r, c, v, m, p, axes, static, scalars)
+        (g, r, c, v, m) if is_absent(g) else leaf_update(g, r, c, v, m, p, axes, static, scalars)
         for g, r, c, v, m, p, axes in zip(
             g_leaves, r_leaves, c_leaves, v_leaves, m_leaves, p_leaves, factoring
         )
@@ -267,7 +165,7 @@ def _static_choices(
     min_dim_size_to_factor: Any,
     multiply_by_parameter_scale: bool,
     relative_step: bool,
-) -> _Static:
+) -> Static:
     """Validate the hyperparameters (traced values pass) and fix the program's static choices."""
     check_choice(decay_schedule, _SCHEDULES, "decay_schedule")
     check_choice(output, _OUTPUTS, "output")
@@ -283,7 +181,7 @@ def _static_choices(
         check_positive(clipping_threshold, "clipping_threshold")
     if not isinstance(min_dim_size_to_factor, jax.core.Tracer):
         static_min_dim(min_dim_size_to_factor)
-    return _Static(
+    return Static(
         output=output,
         momentum=b1 is not None,
         constant_decay=decay_schedule == "constant",
@@ -295,14 +193,14 @@ def _static_choices(
 
 def _step_scalars(
     count: jax.Array,
-    static: _Static,
+    static: Static,
     decay_rate: Any,
     step_offset: Any,
     eps1: Any,
     b1: Any,
     clipping_threshold: Any,
     eps2: Any,
-) -> _Scalars:
+) -> Scalars:
     """The scalars of the step that ``count`` (updates taken, this one included) ends."""
     f32 = jnp.float32
     t = _clipped_step(count, step_offset)
@@ -318,7 +216,7 @@ def _step_scalars(
         b1_f = jnp.asarray(b1, f32)
         m_corr = 1.0 / (1.0 - b1_f**c)
         k = m_corr if k is None else k * m_corr
-    return _Scalars(
+    return Scalars(
         beta=beta,
         eps1=jnp.asarray(eps1, f32),
         b1=b1_f,

@@ -81,6 +81,9 @@ REF_SHAPES = {
     "out": (4, 6, 24),  # (heads, head_dim, d_model)
     "experts": (3, 16, 20),  # a batch axis (experts) in front of (in, out)
     "dense": (16, 20),  # undeclared: optax's rule
+    "tall": (20, 16),  # undeclared: optax's rule makes the second axis the rows
+    "mid_batch": (16, 3, 20),  # a batch axis between the fan-in and fan-out axes
+    "split_rows": (4, 16, 6),  # a fan-in group split around the fan-out axis
     "head_bias": (4, 6),  # DenseGeneral bias: no fan-in, not factored
     "norm": (24,),
 }
@@ -89,6 +92,9 @@ REF_FANS = {
     "out": FanAxes((0, 1), (2,)),
     "experts": FanAxes((1,), (2,)),
     "dense": None,
+    "tall": None,
+    "mid_batch": FanAxes((0,), (2,)),
+    "split_rows": FanAxes((0, 2), (1,)),
     "head_bias": FanAxes((), (0, 1)),
     "norm": None,
 }
@@ -98,6 +104,9 @@ REF_GROUPS = {
     "out": ((0, 1), (2,)),
     "experts": ((1,), (2,)),
     "dense": ((0,), (1,)),
+    "tall": ((1,), (0,)),
+    "mid_batch": ((0,), (2,)),
+    "split_rows": ((0, 2), (1,)),
     "head_bias": None,
     "norm": None,
 }
@@ -208,6 +217,9 @@ def test_matches_numpy_reference_on_2d_and_3d_leaves(name):
     assert stat_shapes["out"] == ((4, 6), (24,), (1,))
     assert stat_shapes["experts"] == ((3, 16), (3, 20), (1,))
     assert stat_shapes["dense"] == ((16,), (20,), (1,))
+    assert stat_shapes["tall"] == ((16,), (20,), (1,))
+    assert stat_shapes["mid_batch"] == ((16, 3), (3, 20), (1,))
+    assert stat_shapes["split_rows"] == ((4, 6), (16,), (1,))
     assert stat_shapes["head_bias"] == ((1,), (1,), (4, 6))
     assert (state.mu is None) == ("b1" not in kwargs)
 
