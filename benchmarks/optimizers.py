@@ -258,7 +258,7 @@ def summary_table(report: dict) -> str:
     lines.append(f"{'comparison':<50}{'time ratio':>11}{'target':>8}{'state ratio':>13}")
     for name, cmp in report["comparisons"].items():
         lines.append(
-            f"{name:<50}{cmp['time_ratio']:>11.3f}{cmp["target"]:>8.2f}{cmp['state_bytes_ratio']:>13.3f}"
+            f"{name:<50}{cmp['time_ratio']:>11.3f}{cmp['target']:>8.2f}{cmp['state_bytes_ratio']:>13.3f}"
         )
     return "\n".join(lines)
 
