@@ -27,6 +27,8 @@ __all__ = [
     "embedding_init",
     "kernel_init",
     "ones_init",
+    "rotary_tables",
+    "rotate",
     "zeros_init",
 ]
 
@@ -78,6 +80,30 @@ def embedding_init():
     return with_fan_axes(nn.initializers.normal(stddev=1.0), (0,), (1,))
 
 
+def rotary_tables(positions: jax.Array, d: int, theta: float = 10_000.0) -> tuple[jax.Array, jax.Array]:
+    """``(cos, sin)`` of the rotary angles ``m * theta^(-2i/d)``, each ``(T, 1, d/2)`` float32.
+
+    Computed once per forward pass and shared by every attention layer (:func:`rotate`).
+    """
+    if d % 2:
+        raise ValueError(f"rotary positions need an even d_head, got {d}.")
+    inv_freq = theta ** (-jnp.arange(d // 2, dtype=jnp.float32) * 2.0 / d)
+    angles = positions.astype(jnp.float32)[:, None] * inv_freq[None, :]  # (T, d/2)
+    return jnp.cos(angles)[:, None, :], jnp.sin(angles)[:, None, :]  # broadcast over heads
+
+
+def rotate(x: jax.Array, tables: tuple[jax.Array, jax.Array]) -> jax.Array:
+    """Rotate ``x`` of shape ``(..., T, heads, d)`` by :func:`rotary_tables`' ``(cos, sin)``.
+
+    Rotate-half layout: the pair ``(x_i, x_{i + d/2})`` turns by the ``i``-th angle. Computed in
+    float32, returned in ``x.dtype``.
+    """
+    cos, sin = tables
+    x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
+    rotated = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+    return rotated.astype(x.dtype)
+
+
 def apply_rotary(x: jax.Array, positions: jax.Array, theta: float = 10_000.0) -> jax.Array:
     """Rotary position embedding (Su et al. 2021, "RoFormer"), rotate-half layout.
 
@@ -86,14 +112,4 @@ def apply_rotary(x: jax.Array, positions: jax.Array, theta: float = 10_000.0) ->
     ``m * theta^(-2i/d)``. Then ``<rot(q, m), rot(k, n)>`` depends on ``m - n`` only. Computed in
     float32, returned in ``x.dtype``.
     """
-    d = x.shape[-1]
-    if d % 2:
-        raise ValueError(f"rotary positions need an even d_head, got {d}.")
-    half = d // 2
-    inv_freq = theta ** (-jnp.arange(half, dtype=jnp.float32) * 2.0 / d)
-    angles = positions.astype(jnp.float32)[:, None] * inv_freq[None, :]  # (T, d/2)
-    cos = jnp.cos(angles)[:, None, :]  # (T, 1, d/2): broadcast over heads
-    sin = jnp.sin(angles)[:, None, :]
-    x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
-    rotated = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
-    return rotated.astype(x.dtype)
+    return rotate(x, rotary_tables(positions, x.shape[-1], theta))

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from paramlab.models.layers import activation_fn, apply_rotary
+from paramlab.models.layers import activation_fn, rotary_tables, rotate
 from paramlab.models.transformer import TransformerConfig, branch
 
 __all__ = ["NNXTransformer"]
@@ -72,16 +72,15 @@ class NNXAttention(nnx.Module):
             self.q_norm = _norm(cfg, cfg.d_head, rngs)
             self.k_norm = _norm(cfg, cfg.d_head, rngs)
 
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, rotary: tuple[jax.Array, jax.Array] | None = None) -> jax.Array:
+        """``rotary``: :func:`~paramlab.models.layers.rotary_tables` (with ``positions="rotary"``)."""
         cfg = self.config
         b, t, _ = x.shape
         q, k, v = self.q(x), self.k(x), self.v(x)
         if cfg.qk_layernorm:
             q, k = self.q_norm(q), self.k_norm(k)
         if cfg.positions == "rotary":
-            positions = jnp.arange(t)
-            q = apply_rotary(q, positions, cfg.rope_theta)
-            k = apply_rotary(k, positions, cfg.rope_theta)
+            q, k = rotate(q, rotary), rotate(k, rotary)
         out = jax.nn.dot_product_attention(
             q,
             k,
@@ -117,9 +116,9 @@ class NNXBlock(nnx.Module):
         self.mlp_norm = _norm(cfg, cfg.d_model, rngs)
         self.mlp = NNXMlp(cfg, rngs=rngs)
 
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, rotary: tuple[jax.Array, jax.Array] | None = None) -> jax.Array:
         m = self.branch_multiplier
-        x = x + branch(m, self.attn(self.attn_norm(x)))
+        x = x + branch(m, self.attn(self.attn_norm(x), rotary))
         return x + branch(m, self.mlp(self.mlp_norm(x)))
 
 
@@ -167,8 +166,11 @@ class NNXTransformer(nnx.Module):
         x = self.embed(tokens)
         if cfg.positions == "learned":
             x = x + self.pos_embed(jnp.arange(t))[None]
+        rotary = (
+            rotary_tables(jnp.arange(t), cfg.d_head, cfg.rope_theta) if cfg.positions == "rotary" else None
+        )
         for i in range(cfg.n_layers):
-            x = getattr(self, f"block_{i}")(x)
+            x = getattr(self, f"block_{i}")(x, rotary)
         x = self.final_norm(x)
         logits = self.embed.attend(x) if cfg.tied_embeddings else self.readout(x)
         logits = logits.astype(jnp.float32)

@@ -33,11 +33,12 @@ from flax import linen as nn
 from paramlab.models.layers import (
     COMPUTE_DTYPES,
     activation_fn,
-    apply_rotary,
     check_positive_int,
     embedding_init,
     kernel_init,
     ones_init,
+    rotary_tables,
+    rotate,
     zeros_init,
 )
 from paramlab.models.probes import DIAGNOSTICS, max_attention_logit, max_output_logit, record
@@ -214,7 +215,8 @@ class Attention(nn.Module):
     config: TransformerConfig
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, rotary: tuple[jax.Array, jax.Array] | None = None) -> jax.Array:
+        """``rotary``: :func:`~paramlab.models.layers.rotary_tables` (with ``positions="rotary"``)."""
         cfg = self.config
         b, t, _ = x.shape
         heads = (cfg.n_heads, cfg.d_head)
@@ -234,9 +236,7 @@ class Attention(nn.Module):
         if cfg.qk_layernorm:
             q, k = _norm(cfg, "q_norm")(q), _norm(cfg, "k_norm")(k)
         if cfg.positions == "rotary":
-            positions = jnp.arange(t)
-            q = apply_rotary(q, positions, cfg.rope_theta)
-            k = apply_rotary(k, positions, cfg.rope_theta)
+            q, k = rotate(q, rotary), rotate(k, rotary)
         chex.assert_shape((q, k, v), (b, t, *heads))
         record(self, "attention_logit", lambda: max_attention_logit(q, k, cfg.attention_logit_scale))
         out = jax.nn.dot_product_attention(
@@ -294,23 +294,26 @@ class Block(nn.Module):
     """A pre-norm Transformer block ``x + m f(norm(x))``, twice (attention, MLP); with ``unit_scaling``
     ``(x + tau f(norm(x))) / sqrt(1 + tau^2)`` with ``taus = (tau_attn, tau_mlp)``.
 
-    ``scanned``: the ``nn.scan`` signature ``(carry, taus) -> (carry, None)``.
+    ``scanned``: the ``nn.scan`` signature ``(carry, taus, rotary) -> (carry, None)``.
     """
 
     config: TransformerConfig
     scanned: bool = False
 
     @nn.compact
-    def __call__(self, x: jax.Array, taus: jax.Array | None = None) -> jax.Array | tuple[jax.Array, None]:
+    def __call__(
+        self, x: jax.Array, taus: jax.Array | None = None, rotary: tuple[jax.Array, jax.Array] | None = None
+    ) -> jax.Array | tuple[jax.Array, None]:
         cfg = self.config
-        sublayers = ((Attention, "attn"), (Mlp, "mlp"))
-        for i, (module, name) in enumerate(sublayers):
-            y = module(cfg, name=name)(_norm(cfg, f"{name}_norm")(x))
-            x = residual_add(x, y, taus[i]) if cfg.unit_scaling else x + branch(cfg.branch_multiplier, y)
+        attn_in = _norm(cfg, "attn_norm")(x)
+        y = Attention(cfg, name="attn")(attn_in, rotary)
+        x = residual_add(x, y, taus[0]) if cfg.unit_scaling else x + branch(cfg.branch_multiplier, y)
+        y = Mlp(cfg, name="mlp")(_norm(cfg, "mlp_norm")(x))
+        x = residual_add(x, y, taus[1]) if cfg.unit_scaling else x + branch(cfg.branch_multiplier, y)
         return (x, None) if self.scanned else x
 
 
-def _blocks(cfg: TransformerConfig, x: jax.Array) -> jax.Array:
+def _blocks(cfg: TransformerConfig, x: jax.Array, rotary: tuple[jax.Array, jax.Array] | None) -> jax.Array:
     """All ``n_layers`` blocks: unrolled (``block_i``) or scanned (``blocks``), optionally remat-ed."""
     block = Block
     if cfg.remat:
@@ -321,15 +324,16 @@ def _blocks(cfg: TransformerConfig, x: jax.Array) -> jax.Array:
         taus = jnp.asarray(residual_taus(cfg.n_layers, cfg.residual_mult, cfg.residual_attn_ratio), x.dtype)
     if not cfg.scan_layers:
         for i in range(cfg.n_layers):
-            x = block(cfg, name=f"block_{i}")(x, None if taus is None else taus[i])
+            x = block(cfg, name=f"block_{i}")(x, None if taus is None else taus[i], rotary)
         return x
     scan = nn.scan(
         block,
         variable_axes={"params": 0, DIAGNOSTICS: 0},
         split_rngs={"params": True},
+        in_axes=(0, nn.broadcast),
         length=cfg.n_layers,
     )
-    x, _ = scan(cfg, scanned=True, name="blocks")(x, taus)
+    x, _ = scan(cfg, scanned=True, name="blocks")(x, taus, rotary)
     return x
 
 
@@ -355,7 +359,10 @@ class Transformer(nn.Module):
                 cfg.max_len, cfg.d_model, embedding_init=embedding_init(), dtype=cfg.dtype, name="pos_embed"
             )
             x = x + pos_embed(jnp.arange(t))[None]
-        x = _blocks(cfg, x)
+        rotary = None
+        if cfg.positions == "rotary":
+            rotary = rotary_tables(jnp.arange(t), cfg.d_head, cfg.rope_theta)
+        x = _blocks(cfg, x, rotary)
         x = _norm(cfg, "final_norm")(x)
         if cfg.tied_embeddings:
             logits = embed.attend(x)

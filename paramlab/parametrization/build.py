@@ -4,11 +4,13 @@ The factory maps widths (an int, a dict such as ``{"d_model": 256, "d_ff": 1024}
 value it accepts) to a Flax model: a Linen module (cheap to construct; its shapes come from
 ``jax.eval_shape(model.init, ...)`` on example ``inputs``) or an NNX module (built under
 ``nnx.eval_shape``). No parameter memory is allocated at any width, so a plan for a billion-parameter
-target costs three abstract traces.
+target costs three abstract traces, or two when the target can stand in for the delta widths
+(:func:`_target_serves_as_delta`).
 """
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable
 from typing import Any
 
@@ -78,8 +80,12 @@ def make_plan(
       roles, fixed, integer_ratios: see :func:`~paramlab.parametrization.infer_spec`.
       **init_kwargs: more arguments of a Linen ``model.init``.
     """
-    shape_trees = [model_shapes(make_model, w, tuple(inputs), **init_kwargs) for w in (base, delta, target)]
-    (base_shapes, base_fan), (delta_shapes, _), (target_shapes, target_fan) = shape_trees
+    base_shapes, base_fan = model_shapes(make_model, base, tuple(inputs), **init_kwargs)
+    target_shapes, target_fan = model_shapes(make_model, target, tuple(inputs), **init_kwargs)
+    if _target_serves_as_delta(base, delta, target):
+        delta_shapes = target_shapes
+    else:
+        delta_shapes, _ = model_shapes(make_model, delta, tuple(inputs), **init_kwargs)
     _check_same_fan_axes(base_shapes, base_fan, target_shapes, target_fan)
     specs = infer_spec(
         base_shapes,
@@ -91,6 +97,26 @@ def make_plan(
         integer_ratios=integer_ratios,
     )
     return Plan(specs, parametrization)
+
+
+def _target_serves_as_delta(base: Any, delta: Any, target: Any) -> bool:
+    """Whether ``target``'s shapes may replace ``delta``'s in :func:`make_plan` (one trace fewer).
+
+    The delta widths only mark which axes are widths: those whose size differs from the base's. The
+    target marks the same axes when it changes exactly the widths that ``delta`` changes. Decided on
+    the widths themselves, so only when all three are the same structure (an int, a tuple, a dict,
+    ...) of plain numbers; any other value keeps the delta trace. (An axis whose size is a
+    function of several widths that happens to be equal at base and target, such as ``heads *
+    head_dim`` with both changed inversely, would then count as fixed: its target ratio is 1.)
+    """
+    trees = [jax.tree.flatten(w) for w in (base, delta, target)]
+    (base_leaves, structure), (delta_leaves, delta_structure), (target_leaves, target_structure) = trees
+    if not structure == delta_structure == target_structure:
+        return False
+    leaves = base_leaves + delta_leaves + target_leaves
+    if not all(isinstance(x, numbers.Number) and not isinstance(x, bool) for x in leaves):
+        return False
+    return all((d != b) == (t != b) for b, d, t in zip(base_leaves, delta_leaves, target_leaves))
 
 
 def _check_same_fan_axes(base_shapes: Any, base_fan: Any, target_shapes: Any, target_fan: Any) -> None:
