@@ -12,10 +12,11 @@
    machine's speed hits both; reported: the median seconds per step of each and the ratio
    ``plan / plain`` (target <= 1.03), and, independent of the machine's load, the ratio of XLA's
    cost analysis (flops, bytes accessed) of the two compiled steps.
-2. **Plan construction** for a ~1B-parameter Transformer: ``make_plan`` end to end (three
-   ``jax.eval_shape`` traces at the base, delta and target widths, spec inference and the plan),
-   no parameter memory (target < 2 s): wall and process CPU time (on a shared machine the CPU time is
-   the figure to read), and the part after the traces alone.
+2. **Plan construction**: ``make_plan`` end to end (abstract traces at the base and target widths,
+   and at the delta widths when the target cannot stand in for them; spec inference; the plan) for
+   the 24-layer, d_model 1024 Transformer, unrolled and scanned, and a ~1B-parameter one, against one
+   ``jax.eval_shape`` of the target model's init (target: <= 2x that, and <= 0.5 s at 24 x 1024).
+   No parameter memory is allocated.
 
     python -m benchmarks.parametrization --out=DIR    # writes DIR/parametrization.json, prints a table
 """
@@ -38,7 +39,7 @@ from absl import app, flags
 
 from paramlab.models import Transformer, TransformerConfig, cross_entropy
 from paramlab.nn import linen as linen_adapter
-from paramlab.parametrization import Parametrization, Plan, infer_spec, make_plan, model_shapes
+from paramlab.parametrization import Parametrization, make_plan
 from paramlab.sweep.results import format_table
 from paramlab.train import create_train_state, jit_train_step, make_train_step
 
@@ -58,11 +59,6 @@ class BenchConfig:
     learning_rate: float = 1e-3
     weight_decay: float = 0.1
     seed: int = 0
-    # the ~1B-parameter plan
-    big_d_model: int = 2048
-    big_base_d_model: int = 256
-    big_n_layers: int = 18
-    big_vocab: int = 32768
 
 
 def _widths(d_model: int, d_head: int) -> dict[str, int]:
@@ -159,40 +155,79 @@ def measure_step_overhead(cfg: BenchConfig) -> dict:
     }
 
 
-def measure_plan_construction(cfg: BenchConfig) -> dict:
-    """``make_plan`` wall time for a ~1B-parameter Transformer (abstract shapes only)."""
-    parametrization = Parametrization("mup", "adamw", eps_mode="per_layer")
-    big = TransformerConfig(
-        vocab_size=cfg.big_vocab,
-        d_model=cfg.big_d_model,
-        n_layers=cfg.big_n_layers,
-        n_heads=cfg.big_d_model // 128,
+@dataclasses.dataclass(frozen=True)
+class PlanModel:
+    """A Transformer whose plan construction is timed (base and delta at 1/4 and 1/2 of its width)."""
+
+    d_model: int
+    n_layers: int
+    vocab: int = 256
+    scan_layers: bool = False
+
+
+PLAN_MODELS = {  # name -> model; the issue's 24-layer model unrolled and scanned, and a ~1B model
+    "24x1024": PlanModel(1024, 24),
+    "24x1024_scan": PlanModel(1024, 24, scan_layers=True),
+    "1B": PlanModel(2048, 18, vocab=32768),
+}
+
+
+def _timed(call, repeats: int) -> tuple[object, dict[str, float]]:
+    """``call()``'s result and its median wall and CPU seconds over ``repeats`` calls after a warm-up."""
+    result = call()
+    wall, cpu = [], []
+    for _ in range(repeats):
+        t0, c0 = time.perf_counter(), time.process_time()
+        result = call()
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    return result, {"wall_s": statistics.median(wall), "cpu_s": statistics.median(cpu)}
+
+
+def _plan_construction(model: PlanModel, repeats: int) -> dict:
+    """One model's ``make_plan`` and ``eval_shape`` timings (see :func:`measure_plan_construction`)."""
+    config = TransformerConfig(
+        vocab_size=model.vocab,
+        d_model=model.d_model,
+        n_layers=model.n_layers,
+        n_heads=model.d_model // 128,
         d_head=128,
-        d_ff=4 * cfg.big_d_model,
+        d_ff=4 * model.d_model,
         max_len=2048,
+        scan_layers=model.scan_layers,
     )
-    make_model = lambda w: Transformer(big.with_width(**w))
     tokens = jax.ShapeDtypeStruct((1, 16), jnp.int32)
-    widths = [_widths(d, 128) for d in (cfg.big_base_d_model, 2 * cfg.big_base_d_model, cfg.big_d_model)]
-    build = lambda: make_plan(
-        make_model, parametrization, base=widths[0], delta=widths[1], target=widths[2], inputs=(tokens,)
+    base, delta, target = (_widths(d, 128) for d in (model.d_model // 4, model.d_model // 2, model.d_model))
+    make_model = lambda w: Transformer(config.with_width(**w))  # noqa: E731
+    parametrization = Parametrization("mup", "adamw", eps_mode="per_layer")
+    plan, plan_time = _timed(
+        lambda: make_plan(
+            make_model, parametrization, base=base, delta=delta, target=target, inputs=(tokens,)
+        ),
+        repeats,
     )
-    build()  # the first call also pays for imports and JAX's tracing caches
-    t0, c0 = time.perf_counter(), time.process_time()
-    plan = build()
-    total, cpu = time.perf_counter() - t0, time.process_time() - c0
-    shapes = [model_shapes(make_model, w, (tokens,)) for w in widths]
-    t0 = time.perf_counter()
-    Plan(infer_spec(shapes[0][0], shapes[1][0], *shapes[2]), parametrization)
-    after_traces = time.perf_counter() - t0
-    n_params = sum(int(np.prod(s.shape)) for s in plan.specs.values())
+    target_model = make_model(target)
+    # a new function per call, as make_plan's traces are: no cached trace is reused
+    _, trace_time = _timed(
+        lambda: jax.eval_shape(lambda r, x: target_model.init(r, x), jax.random.key(0), tokens), repeats
+    )
     return {
-        "n_params": n_params,
+        "model": dataclasses.asdict(model),
+        "n_params": sum(int(np.prod(s.shape)) for s in plan.specs.values()),
         "n_tensors": len(plan.specs),
-        "make_plan_s": total,
-        "make_plan_cpu_s": cpu,
-        "spec_and_plan_s": after_traces,
+        **{f"make_plan_{unit}": v for unit, v in plan_time.items()},
+        **{f"eval_shape_{unit}": v for unit, v in trace_time.items()},
+        "ratio_to_eval_shape": plan_time["wall_s"] / trace_time["wall_s"],
     }
+
+
+def measure_plan_construction(models: dict[str, PlanModel], repeats: int = 3) -> dict:
+    """``make_plan`` against one ``jax.eval_shape`` of the target's init, per model (abstract shapes only).
+
+    Each figure is the median of ``repeats`` calls after one warm-up call (which pays for imports and
+    JAX's caches); process CPU time is recorded too (on a shared machine it is the steadier figure).
+    """
+    return {name: _plan_construction(model, repeats) for name, model in models.items()}
 
 
 def measure(cfg: BenchConfig) -> dict:
@@ -209,7 +244,7 @@ def measure(cfg: BenchConfig) -> dict:
             "date": time.strftime("%Y-%m-%d %H:%M:%S"),
         },
         "train_step": measure_step_overhead(cfg),
-        "plan_construction": measure_plan_construction(cfg),
+        "plan_construction": measure_plan_construction(PLAN_MODELS),
     }
 
 
@@ -219,19 +254,22 @@ def summary_table(report: dict) -> str:
         {"side": name, "step_ms": 1e3 * step["step_s_median"][name], "compile_s": step["compile_s"][name]}
         for name in ("plain", "plan")
     ]
-    build = report["plan_construction"]
-    return "\n".join(
-        [
-            f"Transformer d_model={report['config']['d_model']} ({step['n_params'] / 1e6:.2f}M params), "
-            f"muP + AdamW, base d_model={report['config']['base_d_model']}",
-            format_table(rows),
-            f"overhead plan/plain: {step['ratio']:.4f} (target <= 1.03); XLA cost analysis plan/plain: "
-            + ", ".join(f"{k} {v:.4f}" for k, v in step["xla_cost_ratio"].items()),
-            f"plan construction, {build['n_params'] / 1e9:.2f}B params in {build['n_tensors']} tensors: "
-            f"{build['make_plan_s']:.3f} s wall, {build['make_plan_cpu_s']:.3f} s CPU (target < 2 s), "
-            f"of which spec + plan {build['spec_and_plan_s']:.4f} s",
-        ]
-    )
+    lines = [
+        f"Transformer d_model={report['config']['d_model']} ({step['n_params'] / 1e6:.2f}M params), "
+        f"muP + AdamW, base d_model={report['config']['base_d_model']}",
+        format_table(rows),
+        f"overhead plan/plain: {step['ratio']:.4f} (target <= 1.03); XLA cost analysis plan/plain: "
+        + ", ".join(f"{k} {v:.4f}" for k, v in step["xla_cost_ratio"].items()),
+        "plan construction, make_plan vs one eval_shape of the target's init "
+        "(target <= 2x; 24x1024 <= 0.5 s):",
+    ]
+    for name, build in report["plan_construction"].items():
+        lines.append(
+            f"  {name}: {build['n_params'] / 1e6:.0f}M params, {build['n_tensors']} tensors: make_plan "
+            f"{build['make_plan_wall_s']:.3f} s ({build['make_plan_cpu_s']:.3f} s CPU), eval_shape "
+            f"{build['eval_shape_wall_s']:.3f} s, ratio {build['ratio_to_eval_shape']:.2f}"
+        )
+    return "\n".join(lines)
 
 
 def main(argv: Sequence[str]) -> None:

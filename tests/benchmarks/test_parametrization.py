@@ -13,3 +13,10 @@ def test_tiny_step_overhead_report_has_equal_xla_costs():
     assert set(report["step_s_median"]) == {"plan", "plain"} and report["ratio"] > 0
     # the plan adds only per-leaf multiplies: flops within 5% of plain AdamW (1.7% at this tiny size)
     assert abs(report["xla_cost_ratio"]["flops"] - 1.0) < 0.05
+
+
+def test_tiny_plan_construction_report():
+    report = bench.measure_plan_construction({"tiny": bench.PlanModel(d_model=512, n_layers=1)}, repeats=1)
+    json.dumps(report)
+    tiny = report["tiny"]
+    assert tiny["n_tensors"] > 0 and tiny["make_plan_wall_s"] > 0 and tiny["ratio_to_eval_shape"] > 0
