@@ -30,3 +30,19 @@ def test_run_reports_ratios_and_table():
     assert 0.5 < result["memory_ratio"] < 2.0
     table = bench.format_table(result)
     assert "tokens/s" in table and "peak memory" in table
+
+
+def test_plain_side_is_the_optax_step_inside_paramlabs_train_step():
+    # away from the base width: the plain side must still equal the hand-written optax AdamW step
+    cfg = bench.BenchConfig(d_model=32, d_head=8, n_layers=1, seq_len=16, batch_size=4, steps=1, rounds=1)
+    model, plan, params, batch = bench.build(cfg)
+    plain, state, plain_batch = bench.paramlab_step(
+        cfg, model, plan, jax.tree.map(np.array, params), batch, use_plan=False
+    )
+    theirs, theirs_state, theirs_batch = bench.optax_step(model, jax.tree.map(np.array, params), batch)
+    for _ in range(3):
+        state, metrics = plain(state, plain_batch)
+        theirs_state, loss = theirs(theirs_state, theirs_batch)
+        np.testing.assert_allclose(metrics["loss"], loss, rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(theirs_state[0])):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
