@@ -19,6 +19,7 @@ import optax
 from paramlab.optim.common import tree_all_finite
 from paramlab.sweep.members import check_members, hyperparameter_names, member_seed
 from paramlab.train.metrics import progress_bar as progress_bar_over
+from paramlab.train.run_once import run_once
 from paramlab.train.state import TrainState, create_train_state
 from paramlab.train.step import LossFn, make_train_step
 
@@ -106,7 +107,7 @@ def init_sweep(
     def init_member(seed, member_values):
         return create_train_state(init_params(jax.random.key(seed)), injected(**member_values))
 
-    train = jax.jit(jax.vmap(init_member), out_shardings=sharding)(seeds, values)
+    train = run_once(jax.vmap(init_member), seeds, values, out_shardings=sharding)
     k = len(members)
     return SweepState(
         train=train,

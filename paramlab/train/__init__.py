@@ -12,6 +12,7 @@ from paramlab.train.checksums import checksum_mismatches, checksums
 from paramlab.train.hosts import initialize_distributed, is_primary
 from paramlab.train.loop import FitResult, LoopConfig, StatefulIterator, Task, fit
 from paramlab.train.metrics import MetricsWriter, plot_loss_curve, progress_bar, read_metrics
+from paramlab.train.run_once import run_once
 from paramlab.train.schedules import make_schedule
 from paramlab.train.sharding import (
     batch_sharding,

@@ -21,6 +21,7 @@ from paramlab.train import metrics as metrics_lib
 from paramlab.train.checkpoint import Checkpointer
 from paramlab.train.preemption import StopOnPreemption
 from paramlab.train.resume import newest_intact_step, resume_newest_intact
+from paramlab.train.run_once import run_once
 from paramlab.train.sharding import batch_sharding, make_mesh, shard_batch, tree_shardings
 from paramlab.train.state import TrainingDiverged, TrainState, create_train_state
 from paramlab.train.step import LossFn, evaluate, jit_train_step, make_eval_step, make_train_step
@@ -245,7 +246,7 @@ def _initial_state(
     if start is None:
         if hosts.is_primary():
             set_aside([paths["metrics_path"], paths["plot_path"]], log)
-        state = jax.jit(init_state, out_shardings=state_sharding)(rng)
+        state = run_once(init_state, rng, out_shardings=state_sharding)
         log(f"starting from scratch (no checkpoint in {paths['checkpoint_dir']})")
     else:
         log(f"resuming from checkpoint {ckpt.step_directory(start)} (step {start})")
