@@ -55,6 +55,7 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.train_step --out=docs/bench
 	$(PY) -m benchmarks.sweep --out=docs/bench
 	$(PY) -m benchmarks.depth --out=docs/bench
+	$(PY) -m benchmarks.mup_sweep --out=docs/bench
 
 clean:
 	rm -rf $(VENV) $(FLOOR_VENV) runs .pytest_cache
