@@ -6,6 +6,16 @@ import numpy as np
 from benchmarks import train_step as bench
 
 
+def _assert_same_training(ours, state, ours_batch, theirs, theirs_state, theirs_batch):
+    """Three steps of each: the same losses and the same parameters."""
+    for _ in range(3):
+        state, metrics = ours(state, ours_batch)
+        theirs_state, loss = theirs(theirs_state, theirs_batch)
+        np.testing.assert_allclose(metrics["loss"], loss, rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(theirs_state[0])):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
 def test_paramlab_and_optax_steps_agree_at_base_width():
     # base width == target width (d_model = d_head): every muP factor is 1, so the plan's AdamW must equal
     # optax.adamw exactly up to float rounding
@@ -13,12 +23,7 @@ def test_paramlab_and_optax_steps_agree_at_base_width():
     model, plan, params, batch = bench.build(cfg)
     ours, state, ours_batch = bench.paramlab_step(cfg, model, plan, jax.tree.map(np.array, params), batch)
     theirs, theirs_state, theirs_batch = bench.optax_step(model, jax.tree.map(np.array, params), batch)
-    for _ in range(3):
-        state, metrics = ours(state, ours_batch)
-        theirs_state, loss = theirs(theirs_state, theirs_batch)
-        np.testing.assert_allclose(metrics["loss"], loss, rtol=1e-5)
-    for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(theirs_state[0])):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    _assert_same_training(ours, state, ours_batch, theirs, theirs_state, theirs_batch)
 
 
 def test_run_reports_ratios_and_table():
@@ -40,9 +45,4 @@ def test_plain_side_is_the_optax_step_inside_paramlabs_train_step():
         cfg, model, plan, jax.tree.map(np.array, params), batch, use_plan=False
     )
     theirs, theirs_state, theirs_batch = bench.optax_step(model, jax.tree.map(np.array, params), batch)
-    for _ in range(3):
-        state, metrics = plain(state, plain_batch)
-        theirs_state, loss = theirs(theirs_state, theirs_batch)
-        np.testing.assert_allclose(metrics["loss"], loss, rtol=1e-5)
-    for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(theirs_state[0])):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    _assert_same_training(plain, state, plain_batch, theirs, theirs_state, theirs_batch)
