@@ -9,10 +9,11 @@ mean +- std over the seeds (``docs/reference.md`` §6: flat, slope near 0, is wi
 
     python -m experiments.coord_check_grid --out=runs/coord_check_grid
 
-Writes ``<optimizer>/seed<k>/`` (each coordinate check's own outputs), ``coord_check_grid.json`` (every
-record, with its seed), ``coord_check_grid_summary.json`` (the slopes' mean and std per cell, module and
-step), ``coord_check_grid.md`` (the last step's table) and ``coord_check_grid.png`` (the last step's
-curves, rows optimizers, columns recipes, seeds' mean with min-max bars). Exit codes: 0 done; 2 a bad
+Writes ``<optimizer>/seed<k>/`` (each coordinate check's own outputs, at that optimizer's learning
+rate), ``coord_check_grid.json`` (every record, with its seed), ``coord_check_grid_summary.json`` (the
+slopes' mean and std per cell, module and step), ``coord_check_grid.md`` (the last step's table) and
+``coord_check_grid.png`` (the last step's curves, rows optimizers, columns recipes, seeds' mean with
+min-max bars). Exit codes: 0 done; 2 a bad
 config value. Every key: ``experiments/configs/coord_check_grid.py``.
 """
 
@@ -41,12 +42,18 @@ def cell_configs(config: ml_collections.ConfigDict, out: str) -> list[tuple[str,
     seeds = cli.parse_list(config.seeds, int, "seeds")
     if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
         raise ValueError(f"config.seeds must be distinct integers >= 0, got {config.seeds!r}.")
+    learning_rates = cli.parse_list(config.learning_rates, float, "learning_rates")
+    if len(learning_rates) != len(optimizers):
+        raise ValueError(
+            f"config.learning_rates must give one learning rate per optimizer ({len(optimizers)}), "
+            f"got {config.learning_rates!r}."
+        )
     cells = []
-    for optimizer in optimizers:
+    for optimizer, learning_rate in zip(optimizers, learning_rates):
         for seed in seeds:
             single = ml_collections.ConfigDict(config.to_dict())
-            del single.optimizers, single.seeds
-            single.optimizer, single.seed = optimizer, seed
+            del single.optimizers, single.seeds, single.learning_rates
+            single.optimizer, single.seed, single.learning_rate = optimizer, seed, learning_rate
             args = coord_check.parse_args(single, {"out": os.path.join(out, optimizer, f"seed{seed}")})
             cells.append((optimizer, seed, args))
     return cells

@@ -14,6 +14,10 @@ def get_config():
     c.optimizers = "sgd,adam,adafactor"  # one optimizer per family: the grid's rows
     c.seeds = "0,1,2"  # initialization and data seeds; the slopes are given as mean +- std over them
     c.widths = "64,128,256,512,1024,2048"
-    c.learning_rate = 1e-2  # the same global LR for every cell (at the base width for per-layer LRs)
-    del c.optimizer, c.seed  # replaced by the lists above
+    # one global LR per optimizer (at the base width for per-layer LRs), in the order of ``optimizers``:
+    # large enough that the updates, not the init, set the outputs within ``steps`` (Adafactor's is
+    # relative to each matrix's RMS)
+    c.learning_rates = "0.5,0.01,0.1"
+    c.steps = 5
+    del c.optimizer, c.seed, c.learning_rate  # replaced by the lists above
     return c

@@ -11,8 +11,8 @@ from experiments.configs import coord_check_grid as default_config
 
 def _config(**overrides):
     config = default_config.get_config()
-    config.update(dict(parametrization="sp_global,umup", optimizers="sgd,adam", seeds="0,1",
-                       widths="16,32,64", base_width=16, steps=1, batch_size=8))  # fmt: skip
+    config.update(dict(parametrization="sp_global,umup", optimizers="sgd,adam", learning_rates="0.1,0.01",
+                       seeds="0,1", widths="16,32,64", base_width=16, steps=1, batch_size=8))  # fmt: skip
     config.update(overrides)
     return config
 
@@ -60,6 +60,8 @@ def test_grid_statistics_and_outputs(tmp_path):
         ({"seeds": "0,0"}, "seeds"),
         ({"seeds": ""}, "seeds"),
         ({"widths": "16,24"}, "widths"),
+        ({"learning_rates": "0.1"}, "learning_rates"),
+        ({"learning_rates": "0.1,-1"}, "learning_rate"),
     ],
 )
 def test_bad_keys_name_the_key(tmp_path, overrides, match):
