@@ -74,7 +74,8 @@ def make_plan(
       parametrization: the recipe.
       base: the widths at which every parametrization equals the base model (the tuning proxy).
       delta: other widths, differing from ``base`` in every width that scales (only their shapes
-        are used: which axes are widths).
+        are used: which axes are widths). When ``target`` changes exactly the widths ``delta``
+        changes (plain numbers), the target's shapes serve and ``delta`` is not traced.
       target: the widths to train at.
       inputs: example inputs for a Linen ``model.init`` (arrays or ``jax.ShapeDtypeStruct``).
       roles, fixed, integer_ratios: see :func:`~paramlab.parametrization.infer_spec`.
