@@ -1,0 +1,51 @@
+"""``experiments.compare_runs``: the cell-by-cell table against the reference run, the figure, bad specs."""
+
+import json
+
+import pytest
+
+from experiments import compare_runs
+
+
+def _run(directory, losses):
+    directory.mkdir()
+    optimal = [
+        {"recipe": "ntk", "width": w, "depth": 2, "best_final_loss": loss, "best_final_loss_std": 0.01}
+        for w, loss in losses.items()
+    ]
+    (directory / "optimal_lr.json").write_text(json.dumps({"optimal": optimal}))
+    return str(directory)
+
+
+def test_table_gives_each_runs_excess_over_the_reference(tmp_path):
+    ref = _run(tmp_path / "ref", {64: 2.5, 256: 2.4})
+    other = _run(tmp_path / "other", {64: 2.5, 256: 2.45})
+    table = compare_runs.compare([f"atan2={ref}", f"eps={other}"], str(tmp_path / "out"))
+    lines = table.splitlines()
+    assert lines[0] == "| recipe | width | depth | atan2 | eps |"
+    assert lines[3] == "| ntk | 256 | 2 | 2.400 ± 0.010 | 2.450 ± 0.010 (+0.050) |"
+    assert (tmp_path / "out" / "compare_runs.md").read_text().strip() == table
+    assert (tmp_path / "out" / "compare_runs.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize(
+    "specs, match",
+    [
+        (["only=DIR"], "LABEL=DIR|does not exist"),
+        (["no_equals_sign", "b=x"], "LABEL=DIR"),
+        (["a=missing_dir", "b=missing_dir"], "does not exist"),
+    ],
+)
+def test_bad_specs_are_one_line_errors(tmp_path, specs, match):
+    with pytest.raises(ValueError, match=match):
+        compare_runs.load_runs(specs)
+
+
+def test_one_run_is_not_a_comparison(tmp_path):
+    with pytest.raises(ValueError, match="at least two"):
+        compare_runs.load_runs([f"a={_run(tmp_path / 'a', {64: 2.5})}"])
+
+
+def test_command_line_usage_error(capsys):
+    assert compare_runs.main(["a=b"]) == 2
+    assert "usage" in capsys.readouterr().err
