@@ -34,10 +34,6 @@ class FactoredAxes(NamedTuple):
     rows: tuple[int, ...]
     cols: tuple[int, ...]
 
-    def rows_in_r(self) -> tuple[int, ...]:
-        """Positions of the row axes inside ``R`` (the parameter's shape with ``cols`` removed)."""
-        return tuple(a - sum(c < a for c in self.cols) for a in self.rows)
-
 
 def optax_rule(shape: tuple[int, ...], min_dim_size_to_factor: int) -> FactoredAxes | None:
     """optax's rule: rows = the second-largest axis, cols = the largest, if the former is large enough."""
