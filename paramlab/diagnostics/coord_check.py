@@ -25,6 +25,9 @@ import optax
 
 from paramlab.optim.common import check_widths
 from paramlab.train import create_train_state, make_train_step
+from paramlab.train.run_once import (
+    FAST_CPU_COMPILE,
+)  # a coordinate check compiles per width, runs a few steps
 
 __all__ = [
     "FAST_CPU_COMPILE",
@@ -37,10 +40,6 @@ __all__ = [
 
 RECORD_KEYS = ("parametrization", "optimizer", "width", "step", "module", "l1")
 
-# ``compiler_options`` for XLA's CPU backend at optimisation level 0: a coordinate check compiles a
-# fresh program per width and runs it a few times, so compiling (several times faster at level 0;
-# e.g. a lecun-initialised MLP's init 1.3 s -> 0.4 s) costs more than running.
-FAST_CPU_COMPILE = {"xla_backend_optimization_level": 0}
 _L1 = "l1/"  # prefix of the recorded activations among the train step's metrics
 
 Forward = Callable[[Any, Any], tuple[jax.Array, Mapping[str, jax.Array]]]

@@ -14,14 +14,16 @@ from typing import Any
 
 import jax
 
-__all__ = ["run_once"]
+__all__ = ["FAST_CPU_COMPILE", "run_once"]
 
-_CPU_RUN_ONCE_OPTIONS = {"xla_backend_optimization_level": 0}
+# ``compiler_options`` for XLA's CPU backend at optimisation level 0: for programs compiled afresh and
+# run a few times (an init, a coordinate check's steps), where compiling costs more than running.
+FAST_CPU_COMPILE = {"xla_backend_optimization_level": 0}
 
 
 def run_once(fn: Callable[..., Any], *args: Any, out_shardings: Any = None) -> Any:
     """``jax.jit(fn, out_shardings=...)(*args)``, compiled for a single call (module docstring)."""
     lowered = jax.jit(fn, out_shardings=out_shardings).lower(*args)
     cpu = all(device.platform == "cpu" for device in jax.devices())
-    compiled = lowered.compile(compiler_options=_CPU_RUN_ONCE_OPTIONS if cpu else None)
+    compiled = lowered.compile(compiler_options=FAST_CPU_COMPILE if cpu else None)
     return compiled(*args)
