@@ -305,11 +305,10 @@ class Block(nn.Module):
         self, x: jax.Array, taus: jax.Array | None = None, rotary: tuple[jax.Array, jax.Array] | None = None
     ) -> jax.Array | tuple[jax.Array, None]:
         cfg = self.config
-        attn_in = _norm(cfg, "attn_norm")(x)
-        y = Attention(cfg, name="attn")(attn_in, rotary)
-        x = residual_add(x, y, taus[0]) if cfg.unit_scaling else x + branch(cfg.branch_multiplier, y)
-        y = Mlp(cfg, name="mlp")(_norm(cfg, "mlp_norm")(x))
-        x = residual_add(x, y, taus[1]) if cfg.unit_scaling else x + branch(cfg.branch_multiplier, y)
+        sublayers = ((Attention, "attn", (rotary,)), (Mlp, "mlp", ()))
+        for i, (module, name, extra_args) in enumerate(sublayers):
+            y = module(cfg, name=name)(_norm(cfg, f"{name}_norm")(x), *extra_args)
+            x = residual_add(x, y, taus[i]) if cfg.unit_scaling else x + branch(cfg.branch_multiplier, y)
         return (x, None) if self.scanned else x
 
 
