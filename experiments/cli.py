@@ -109,20 +109,44 @@ def check_positive_ints(config: ml_collections.ConfigDict, keys: Sequence[str]) 
             raise ValueError(f"config.{key} must be an integer >= 1, got {value!r}.")
 
 
-def parse_alignment(value: Any, key: str = "alignment") -> str | float:
-    """``"full"``, ``"none"`` or a measured exponent given as a number (``--config.alignment=0.75``)."""
+def parse_alignment(value: Any, key: str = "alignment") -> str | float | dict[str, float]:
+    """``"full"``, ``"none"``, one measured exponent given as a number (``--config.alignment=0.75``) or
+    one per role (``--config.alignment=hidden=0.8,readout=0.9``: a mapping)."""
     from paramlab.parametrization import alignment_exponents
 
-    if isinstance(value, str) and value not in ("full", "none"):
+    if isinstance(value, str) and "=" in value:
+        value = _parse_role_values(value, key)
+    elif isinstance(value, str) and value not in ("full", "none"):
         try:
             value = float(value)
         except ValueError:
-            raise ValueError(f"config.{key} must be 'full', 'none' or a number, got {value!r}.") from None
+            raise ValueError(
+                f"config.{key} must be 'full', 'none', a number or role=number pairs, got {value!r}."
+            ) from None
     try:
         alignment_exponents(value)
     except ValueError as e:
         raise ValueError(f"config.{key}: {e}") from None
     return value
+
+
+def alignment_label(alignment: str | float | dict[str, float]) -> str:
+    """The alignment as its flag spells it: ``"full"``, ``"0.75"`` or ``"hidden=0.8,readout=0.9"``."""
+    if isinstance(alignment, dict):
+        return ",".join(f"{role}={value:g}" for role, value in alignment.items())
+    return f"{alignment:g}" if isinstance(alignment, float) else str(alignment)
+
+
+def _parse_role_values(value: str, key: str) -> dict[str, float]:
+    """``"hidden=0.8,readout=0.9"`` -> ``{"hidden": 0.8, "readout": 0.9}`` (``ValueError`` naming ``key``)."""
+    out = {}
+    for item in value.split(","):
+        role, _, number = item.partition("=")
+        try:
+            out[role.strip()] = float(number)
+        except ValueError:
+            raise ValueError(f"config.{key}: {item!r} is not role=number (in {value!r}).") from None
+    return out
 
 
 def eps_label(optimizer: str, eps: float, eps_mode: str) -> str:

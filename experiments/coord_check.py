@@ -226,7 +226,7 @@ def _title(args: Args) -> str:
     return (
         f"coordinate check: {args.model} (depth {args.depth}), {args.optimizer} "
         f"lr={args.learning_rate:g}{cli.eps_label(args.optimizer, args.eps, args.eps_mode)}, "
-        f"alignment={args.alignment}, base width {args.base_width}"
+        f"alignment={cli.alignment_label(args.alignment)}, base width {args.base_width}"
         + (", zero readout" if args.zero_init_readout else "")
         + (", weight-normalised" if args.weight_norm else "")
     )

@@ -13,7 +13,10 @@ key is documented in ``experiments/configs/lr_transfer.py``::
 Writes to ``--out`` (``--data``: a text file or directory instead of the embedded corpus):
 ``results.json`` / ``.csv`` (one record per parametrization, depth rule, width, depth, learning rate
 and seed: ``final_loss`` is the held-out loss in nats per byte, ``inf`` if diverged; with
-``log_alignment`` also ``alignment/<alpha|omega|u>/<layer>``), ``lr_transfer.png`` (loss against LR),
+``log_alignment`` also ``alignment/<alpha|omega|u>/<layer>``, the values after the last step),
+``alignment_curves.json`` and ``alignment.json`` / ``.md`` / ``.png`` with ``log_alignment`` (every
+member's exponents after each compiled call, and per role at each cell's best LR with the measured
+alignment: :mod:`experiments.alignment_summary`), ``lr_transfer.png`` (loss against LR),
 ``optimal_lr.png`` (the best LR against depth, with several depths), ``curves.json`` (every
 member's train loss averaged over ``curve_every`` steps), ``loss_curves.png`` (the curves at the
 transferred LR) and ``optimal_lr.txt`` / ``.json``
@@ -37,6 +40,7 @@ from typing import Any
 import ml_collections
 
 from experiments import cli
+from experiments.alignment_summary import alignment_records, layer_roles
 from experiments.lr_transfer_curves import curve_records
 from experiments.lr_transfer_summary import recipe_label, write_summary
 from experiments.transformer_cells import Cell, build_setting, grid_data, member_record, run_cell
@@ -177,6 +181,7 @@ def run(args: Args, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
     corpus, held_out, members = grid_data(args)
     records: list[dict[str, Any]] = []
     curves: list[dict[str, Any]] = []
+    alignment: list[dict[str, Any]] = []
     for cell in cells(args):
         setting = build_setting(args, cell)
         t0 = time.perf_counter()
@@ -190,6 +195,10 @@ def run(args: Args, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
         )
         records += [member_record(args, cell, r) for r in result.records]
         curves += curve_records(cell, members, result.history["loss"], args.curve_every)
+        if args.log_alignment:
+            roles = layer_roles(setting.plan.specs)
+            alignment += alignment_records(cell, members, result.probes, roles)
+            save_records(alignment, os.path.join(args.out, "alignment_curves.json"))
         done = [r for r in result.records if not r["diverged"]]
         best = min(done, key=lambda r: r["final_loss"]) if done else None
         log(
@@ -200,7 +209,7 @@ def run(args: Args, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
         )
         save_records(records, os.path.join(args.out, "results.json"), os.path.join(args.out, "results.csv"))
         save_records(curves, os.path.join(args.out, "curves.json"))
-    write_summary(records, args.out, title=_title(args), log=log, curves=curves)
+    write_summary(records, args.out, title=_title(args), log=log, curves=curves, alignment=alignment)
     return records
 
 
@@ -218,7 +227,8 @@ def cells(args: Args) -> list[Cell]:
 def _title(args: Args) -> str:
     return (
         f"{args.optimizer}{cli.eps_label(args.optimizer, args.eps, args.eps_mode)}, "
-        f"alignment={args.alignment}, base width {args.base_width}, base depth {args.base_depth}"
+        f"alignment={cli.alignment_label(args.alignment)}, base width {args.base_width}, "
+        f"base depth {args.base_depth}"
         + (f" (completep alpha {args.depth_alpha:g})" if "completep" in args.depth_rules else "")
         + f", {args.steps} steps x {args.batch_size}x{args.seq_len} bytes, "
         f"{args.seeds} seed(s)"
@@ -233,9 +243,14 @@ def main(config: ml_collections.ConfigDict, paths: dict[str, str]) -> None:
         from paramlab.sweep import load_records
 
         os.makedirs(args.out, exist_ok=True)
-        curves_path = os.path.join(os.path.dirname(paths["results"]), "curves.json")
-        curves = load_records(curves_path) if os.path.exists(curves_path) else None
-        write_summary(load_records(paths["results"]), args.out, title=_title(args), curves=curves)
+        beside = lambda name: os.path.join(os.path.dirname(paths["results"]), name)
+        curves, alignment = (
+            load_records(beside(name)) if os.path.exists(beside(name)) else None
+            for name in ("curves.json", "alignment_curves.json")
+        )
+        write_summary(
+            load_records(paths["results"]), args.out, title=_title(args), curves=curves, alignment=alignment
+        )
         return
     for cell in cells(args):
         if cell.width == args.widths[-1] and cell.depth == args.depths[-1]:

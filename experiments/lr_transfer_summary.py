@@ -50,16 +50,19 @@ def write_summary(
     title: str = "",
     log: Callable[[str], None] = print,
     curves: Sequence[dict[str, Any]] | None = None,
+    alignment: Sequence[dict[str, Any]] | None = None,
 ) -> str:
     """The optimal-LR table (printed, ``optimal_lr.txt`` / ``.json``), ``lr_transfer.png`` and, with
     several depths, ``optimal_lr.png``; with ``curves`` (:mod:`experiments.lr_transfer_curves`) also
-    ``loss_curves.png`` at the transferred LRs and, with several depths, the depth horizons. Returns
-    the text.
+    ``loss_curves.png`` at the transferred LRs and, with several depths, the depth horizons; with
+    ``alignment`` (trajectory records, :mod:`experiments.alignment_summary`) also ``alignment.json`` /
+    ``.md`` / ``.png`` at each cell's best LR. Returns the text.
 
     Records without ``depth_rule`` / ``depth`` (width-only runs) count as depth rule ``"none"`` at one
     depth. Shifts are in grid steps: across widths at each depth, across depths at each width, and
     over the whole width x depth grid of a recipe.
     """
+    from experiments.alignment_summary import write_alignment
     from paramlab.sweep import format_table, strict_json
     from paramlab.sweep.plots import plot_lr_transfer, plot_optimum
 
@@ -77,8 +80,17 @@ def write_summary(
     )
     horizons = _curves_and_horizons(curves, table, out, title) if curves else []
     horizon_text = ["", "depth horizon at the transferred LR:", format_table(horizons)] if horizons else []
+    alignment_text = ["", write_alignment(alignment, table, out, title)] if alignment else []
     text = "\n".join(
-        [title, format_table(table, COLUMNS), "", *_shift_lines(shifts, one_lr), edge_text, *horizon_text]
+        [
+            title,
+            format_table(table, COLUMNS),
+            "",
+            *_shift_lines(shifts, one_lr),
+            edge_text,
+            *horizon_text,
+            *alignment_text,
+        ]
     )
     with open(os.path.join(out, "optimal_lr.txt"), "w") as f:
         f.write(text + "\n")

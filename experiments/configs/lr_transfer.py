@@ -14,7 +14,9 @@ def get_config() -> ml_collections.ConfigDict:
     # "ntk", "mup", "mfp", "mup_table8" (per-layer LR exponents for the optimizer and alignment)
     c.parametrization = "sp_global,mup"
     c.optimizer = "adam"  # a name of paramlab.optim.OPTIMIZERS; its family picks the LR exponents
-    c.alignment = "full"  # "full", "none" or a measured exponent ("0.75"): the LR exponents' assumption
+    # the LR exponents' alignment assumption: "full", "none", one measured exponent ("0.75") or one
+    # per role ("hidden=0.8,readout=0.9", as experiments.alignment_summary writes it)
+    c.alignment = "full"
     c.eps_mode = "constant"  # Adam epsilon: "constant" or "per_layer" (follows the gradient scale)
     c.eps = 1e-8  # Adam epsilon (at the base width with eps_mode="per_layer")
     c.widths = "64,128,256,512"  # d_model values (narrower than base_width is allowed)
@@ -39,6 +41,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.max_bytes = 2_000_000  # bytes of the corpus to read
     c.steps_per_call = 25  # steps per compiled call (lax.scan)
     c.curve_every = 25  # curves.json: each member's train loss averaged over windows of this many steps
-    c.log_alignment = False  # add each run's final alignment exponents (alpha, omega, u per layer)
+    # probe the alignment exponents (alpha, omega, u per layer) after each compiled call: the final
+    # values in the records, the trajectories in alignment_curves.json, per role in alignment.*
+    c.log_alignment = False
     c.progress_bar = True  # a tqdm bar per sweep (rate and ETA on stderr)
     return c
