@@ -12,7 +12,7 @@ FLOOR_SMOKE := tests/test_readme.py tests/optim/test_alias.py tests/optim/test_c
 	tests/parametrization/test_plan.py tests/nn tests/train/test_loop.py tests/train/test_writers.py
 WORKDIR ?= runs/demo
 
-.PHONY: setup run test test-floor lint format bench clean
+.PHONY: setup run test test-floor lint format bench results clean
 
 setup: $(STAMP)
 
@@ -56,6 +56,10 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.sweep --out=docs/bench
 	$(PY) -m benchmarks.depth --out=docs/bench
 	$(PY) -m benchmarks.mup_sweep --out=docs/bench
+
+# docs/results.md's runs and figures (many CPU hours); SECTIONS="12 13" runs only those sections.
+results: $(STAMP)
+	bash experiments/results.sh $(SECTIONS)
 
 clean:
 	rm -rf $(VENV) $(FLOOR_VENV) runs .pytest_cache
