@@ -59,7 +59,7 @@ bench: $(STAMP)
 
 # docs/results.md's runs and figures (many CPU hours); SECTIONS="12 13" runs only those sections.
 results: $(STAMP)
-	bash experiments/results.sh $(SECTIONS)
+	PYTHON=$(PY) bash experiments/results.sh $(SECTIONS)
 
 clean:
 	rm -rf $(VENV) $(FLOOR_VENV) runs .pytest_cache
