@@ -56,13 +56,15 @@ def write_summary(
     several depths, ``optimal_lr.png``; with ``curves`` (:mod:`experiments.lr_transfer_curves`) also
     ``loss_curves.png`` at the transferred LRs and, with several depths, the depth horizons; with
     ``alignment`` (trajectory records, :mod:`experiments.alignment_summary`) also ``alignment.json`` /
-    ``.md`` / ``.png`` at each cell's best LR. Returns the text.
+    ``.md`` / ``.png`` at each cell's best LR; with several recipes, their ranking at each width
+    (``ranking.md``, :mod:`experiments.lr_transfer_ranking`). Returns the text.
 
     Records without ``depth_rule`` / ``depth`` (width-only runs) count as depth rule ``"none"`` at one
     depth. Shifts are in grid steps: across widths at each depth, across depths at each width, and
     over the whole width x depth grid of a recipe.
     """
     from experiments.alignment_summary import write_alignment
+    from experiments.lr_transfer_ranking import ranking_markdown, ranking_rows
     from paramlab.sweep import format_table, strict_json
     from paramlab.sweep.plots import plot_lr_transfer, plot_optimum
 
@@ -80,6 +82,8 @@ def write_summary(
     )
     horizons = _curves_and_horizons(curves, table, out, title) if curves else []
     horizon_text = ["", "depth horizon at the transferred LR:", format_table(horizons)] if horizons else []
+    ranking = ranking_rows(records, table)
+    ranking_text = ["", "recipes ranked at their own best LR:", ranking_markdown(ranking)] if ranking else []
     alignment_text = ["", write_alignment(alignment, table, out, title)] if alignment else []
     text = "\n".join(
         [
@@ -89,6 +93,7 @@ def write_summary(
             *_shift_lines(shifts, one_lr),
             edge_text,
             *horizon_text,
+            *ranking_text,
             *alignment_text,
         ]
     )
@@ -96,7 +101,16 @@ def write_summary(
         f.write(text + "\n")
     with open(os.path.join(out, "optimal_lr.md"), "w") as f:
         f.write(markdown_table(table) + "\n")
-    summary = {"optimal": table, "shift_grid_steps": shifts, "at_grid_edge": edges, "horizons": horizons}
+    summary = {
+        "optimal": table,
+        "shift_grid_steps": shifts,
+        "at_grid_edge": edges,
+        "horizons": horizons,
+        "ranking": ranking,
+    }
+    if ranking:
+        with open(os.path.join(out, "ranking.md"), "w") as f:
+            f.write(ranking_markdown(ranking) + "\n")
     with open(os.path.join(out, "optimal_lr.json"), "w") as f:
         json.dump(strict_json(summary), f, indent=1, allow_nan=False)
     panel_key, line_key = _panels_and_lines(widths, depths)
