@@ -107,23 +107,22 @@ section_11() {  # Adam epsilon: a sweep of epsilon (~16 min), and the gradient s
 LONG="--config.optimizer=adam --config.widths=64,128,256 --config.learning_rate_grid=0.0009765625,0.03125,2
   --config.steps=500 --config.warmup_steps=25 --config.seeds=3"
 
-section_12() {  # Adam LR transfer, 500 steps, 3 seeds (~1 h)
+section_12() {  # Adam LR transfer, 500 steps, 3 seeds (~80 min)
   run experiments.lr_transfer $LONG --config.parametrization=sp_global,sp,mup --out=runs/lr_transfer_long
   copy runs/lr_transfer_long/lr_transfer.png lr_transfer_long.png
   copy runs/lr_transfer_long/loss_curves.png lr_transfer_long_curves.png
 }
 
-section_13() {  # alignment over training (~15 min), then LR transfer under none / measured alignment (~40 min)
+section_13() {  # alignment over training (~16 min), then LR transfer under none / measured alignment (~26 min)
   run experiments.lr_transfer --out=runs/alignment --config.parametrization=sp,mup,ntk --config.optimizer=adam \
     --config.widths=64,128,256 --config.learning_rates=0.00390625,0.0078125,0.015625 --config.steps=200 \
     --config.warmup_steps=10 --config.seeds=3 --config.log_alignment=True
-  local measured
+  local measured long2="--config.parametrization=sp --config.optimizer=adam --config.widths=64,256
+    --config.learning_rate_grid=0.001953125,0.03125,2 --config.steps=500 --config.warmup_steps=25 --config.seeds=3"
   measured=$("$PY" -c "import json; from experiments.alignment_summary import alignment_flag
 print(alignment_flag(json.load(open('runs/alignment/alignment.json'))['measured']['sp']))")
-  run experiments.lr_transfer $LONG --config.parametrization=sp --config.alignment=none \
-    --out=runs/lr_transfer_long_none
-  run experiments.lr_transfer $LONG --config.parametrization=sp --config.alignment="$measured" \
-    --out=runs/lr_transfer_long_measured
+  run experiments.lr_transfer $long2 --config.alignment=none --out=runs/lr_transfer_long_none
+  run experiments.lr_transfer $long2 --config.alignment="$measured" --out=runs/lr_transfer_long_measured
   run experiments.compare_runs --out=runs/alignment_compare "full=runs/lr_transfer_long" \
     "none=runs/lr_transfer_long_none" "measured ($measured)=runs/lr_transfer_long_measured"
   copy runs/alignment/alignment.png alignment.png
@@ -139,10 +138,10 @@ print(next(r['best_learning_rate'] for r in json.load(open('runs/alignment/optim
   copy runs/layer_constants/layer_constants.png layer_constants.png
 }
 
-section_15() {  # SGD and Adafactor LR transfer (~30 min)
+section_15() {  # SGD and Adafactor LR transfer (~20 min)
   for optimizer in sgd adafactor; do
     run experiments.lr_transfer --out=runs/lr_transfer_$optimizer --config.parametrization=sp_global,mup \
-      --config.optimizer=$optimizer --config.widths=64,128,256 --config.learning_rate_grid=0.015625,0.5,2 \
+      --config.optimizer=$optimizer --config.widths=64,256 --config.learning_rate_grid=0.015625,0.5,2 \
       --config.steps=150 --config.warmup_steps=10 --config.seeds=3
     copy runs/lr_transfer_$optimizer/lr_transfer.png lr_transfer_$optimizer.png
   done
