@@ -28,6 +28,7 @@ import numpy as np
 
 from experiments.lr_transfer_summary import recipe_label
 from experiments.summary_plots import figure, style_axes
+from experiments.transformer_cells import member_fields
 from paramlab.optim.common import sort_key
 
 __all__ = [
@@ -67,12 +68,7 @@ def alignment_records(
         for k, member in enumerate(members):
             out.append(
                 {
-                    "parametrization": cell.parametrization,
-                    "depth_rule": cell.depth_rule,
-                    "width": cell.width,
-                    "depth": cell.depth,
-                    "learning_rate": float(member["learning_rate"]),
-                    "seed": member["seed"],
+                    **member_fields(cell, member),
                     "layer": layer,
                     "role": roles.get(layer, "unknown"),
                     "term": term,

@@ -160,6 +160,29 @@ def make_task(args: Args, parametrization: Any) -> tuple[Callable[[int], Any], A
     return make_model, (tokens[:, :-1], tokens[:, 1:]), loss_fn
 
 
+def plan_setup(
+    args: Args,
+    parametrization: Any,
+    make_model: Callable[[int], Any],
+    batch: Any,
+    loss_fn: Callable[..., Any],
+    **optimizer_kwargs: Any,
+) -> Callable[[int], Any]:
+    """The width -> setup of :func:`paramlab.diagnostics.linen_plan_setup` for ``--model``'s task, its
+    plan inferred from the base width and twice it."""
+    from paramlab.diagnostics import linen_plan_setup
+
+    return linen_plan_setup(
+        make_model,
+        parametrization,
+        batch[0],
+        loss_fn,
+        base_width=args.base_width,
+        delta_width=2 * args.base_width,
+        **optimizer_kwargs,
+    )
+
+
 def run(args: Args, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
     """Every parametrization's coordinate check; writes the outputs to ``args.out``, returns the records."""
     import jax
@@ -168,7 +191,6 @@ def run(args: Args, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
         FAST_CPU_COMPILE,
         coord_check,
         coord_check_summary,
-        linen_plan_setup,
         plot_coord_check,
     )
     from paramlab.optim import configuring
@@ -180,15 +202,7 @@ def run(args: Args, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
     for name in args.parametrizations:
         parametrization = make_parametrization(args, name)
         make_model, batch, loss_fn = make_task(args, parametrization)
-        setup = linen_plan_setup(
-            make_model,
-            parametrization,
-            batch[0],
-            loss_fn,
-            base_width=args.base_width,
-            delta_width=2 * args.base_width,
-            **optimizer_kwargs,
-        )
+        setup = plan_setup(args, parametrization, make_model, batch, loss_fn, **optimizer_kwargs)
         records += coord_check(
             setup,
             args.widths,

@@ -51,7 +51,7 @@ def measure(args: Any, seeds: int) -> list[dict[str, Any]]:
     ``role`` and the per-layer epsilon scale ``eps_scale`` (``(n/n_0)^{-g_l}``) at that width."""
     import jax
 
-    from paramlab.diagnostics import FAST_CPU_COMPILE, linen_plan_setup, measure_grad_rms
+    from paramlab.diagnostics import FAST_CPU_COMPILE, measure_grad_rms
     from paramlab.parametrization import make_plan
 
     options = FAST_CPU_COMPILE if jax.default_backend() == "cpu" else None
@@ -60,14 +60,7 @@ def measure(args: Any, seeds: int) -> list[dict[str, Any]]:
         parametrization = coord_check.make_parametrization(args, name)
         per_layer = coord_check.make_parametrization(dataclasses.replace(args, eps_mode="per_layer"), name)
         make_model, batch, loss_fn = coord_check.make_task(args, parametrization)
-        setup = linen_plan_setup(
-            make_model,
-            parametrization,
-            batch[0],
-            loss_fn,
-            base_width=args.base_width,
-            delta_width=2 * args.base_width,
-        )
+        setup = coord_check.plan_setup(args, parametrization, make_model, batch, loss_fn)
         by_seed = [
             measure_grad_rms(setup, args.widths, batch, seeds=(seed,), compiler_options=options)
             for seed in range(seeds)

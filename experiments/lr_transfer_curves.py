@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from experiments.transformer_cells import member_fields
 from paramlab.optim.common import sort_key
 from paramlab.sweep import seed_mean
 
@@ -44,12 +45,7 @@ def curve_records(cell: Any, members: Sequence[Mapping[str, Any]], losses: np.nd
             values.append(float(np.mean(window)) if np.isfinite(window).all() else math.inf)
         out.append(
             {
-                "parametrization": cell.parametrization,
-                "depth_rule": cell.depth_rule,
-                "width": cell.width,
-                "depth": cell.depth,
-                "learning_rate": float(member["learning_rate"]),
-                "seed": member["seed"],
+                **member_fields(cell, member),
                 "step": ends,
                 "train_loss": values,
             }

@@ -12,7 +12,16 @@ import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["Cell", "Setting", "build_setting", "grid_data", "member_record", "model_config", "run_cell"]
+__all__ = [
+    "Cell",
+    "Setting",
+    "build_setting",
+    "grid_data",
+    "member_fields",
+    "member_record",
+    "model_config",
+    "run_cell",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,6 +146,19 @@ def build_setting(
 
     apply_fn = lambda params, x, **kwargs: apply({"params": params}, x, **kwargs)
     return Setting(init_params, loss_fn, optimizer_fn, apply_fn, plan)
+
+
+def member_fields(cell: Cell, member: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields naming one sweep member of a cell in a per-member output record (curves,
+    trajectories): recipe, depth rule, width, depth, learning rate and seed."""
+    return {
+        "parametrization": cell.parametrization,
+        "depth_rule": cell.depth_rule,
+        "width": cell.width,
+        "depth": cell.depth,
+        "learning_rate": float(member["learning_rate"]),
+        "seed": member["seed"],
+    }
 
 
 def member_record(args: Any, cell: Cell, r: dict[str, Any]) -> dict[str, Any]:
