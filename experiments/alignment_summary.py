@@ -119,7 +119,7 @@ def alignment_table(
                 "seeds": values.shape[0],
                 "step": steps[key],
                 "mean": [float(v) for v in np.nanmean(values, axis=0)],
-                "std": [float(v) for v in np.nanstd(values, axis=0)],
+                "std": [float(v) for v in np.nanstd(values, axis=0, ddof=min(1, len(values) - 1))],
             }
         )
     return rows

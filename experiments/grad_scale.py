@@ -29,6 +29,7 @@ import numpy as np
 
 from experiments import cli, coord_check
 from experiments.summary_plots import figure, style_axes
+from paramlab.sweep import seed_std
 
 PROGRAM = "experiments.grad_scale"
 UNDERFLOW_MARGIN = 10.0  # RMS(g) < 10 eps: paramlab.diagnostics.epsilon_underflow's default
@@ -122,9 +123,9 @@ def summary_rows(records: Sequence[Mapping[str, Any]], eps: float) -> list[dict[
                 "g": g,
                 "widths": widths,
                 "ratio_fixed": [float(np.mean(v)) for v in fixed],
-                "ratio_fixed_std": [float(np.std(v)) for v in fixed],
+                "ratio_fixed_std": [float(seed_std(v)) for v in fixed],
                 "ratio_per_layer": [float(np.mean(v)) for v in per_layer],
-                "ratio_per_layer_std": [float(np.std(v)) for v in per_layer],
+                "ratio_per_layer_std": [float(seed_std(v)) for v in per_layer],
                 "underflow_width": underflow,
             }
         )

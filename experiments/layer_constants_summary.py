@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from experiments.summary_plots import figure, style_axes
+from paramlab.sweep import seed_std
 
 __all__ = ["gain_rows", "search_rows", "write_summary"]
 
@@ -49,7 +50,7 @@ def search_rows(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
 
 def _std(values: Sequence[float]) -> float:
     """The std over seeds, ``inf`` when a seed diverged."""
-    return float(np.std(values)) if np.all(np.isfinite(values)) else math.inf
+    return float(seed_std(values)) if np.all(np.isfinite(values)) else math.inf
 
 
 def gain_rows(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -78,7 +79,7 @@ def gain_rows(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
                 "per_role_loss": float(np.mean([best[s] for s in seeds])),
                 "per_role_loss_std": _std([best[s] for s in seeds]),
                 "gain": float(np.mean(gains)),
-                "gain_std": float(np.std(gains)),
+                "gain_std": float(seed_std(gains)),
                 "gain_percent": float(100 * np.mean(gains) / base_mean),
             }
         )

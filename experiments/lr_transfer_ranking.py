@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from paramlab.sweep import seed_std
+
 __all__ = ["ranking_markdown", "ranking_rows"]
 
 
@@ -52,9 +54,9 @@ def ranking_rows(
                     "recipe": recipe,
                     "seeds": len(seeds),
                     "loss": mean[recipe],
-                    "loss_std": float(np.std(values)) if np.all(np.isfinite(values)) else math.inf,
+                    "loss_std": float(seed_std(values)) if np.all(np.isfinite(values)) else math.inf,
                     "gap": float(np.mean(gaps)) if finite else math.inf,
-                    "gap_std": float(np.std(gaps)) if finite else math.inf,
+                    "gap_std": float(seed_std(gaps)) if finite else math.inf,
                 }
             )
     return rows

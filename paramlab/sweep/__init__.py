@@ -10,7 +10,7 @@ from paramlab.sweep.results import (
     save_records,
     strict_json,
 )
-from paramlab.sweep.statistics import fitted_log2_optimum, optimum_statistics, seed_mean
+from paramlab.sweep.statistics import fitted_log2_optimum, optimum_statistics, seed_mean, seed_std
 from paramlab.sweep.vmapped import (
     SweepResult,
     SweepState,

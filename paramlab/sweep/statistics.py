@@ -17,7 +17,7 @@ import numpy as np
 from paramlab.optim.common import sort_key
 from paramlab.sweep.results import _require
 
-__all__ = ["fitted_log2_optimum", "optimum_statistics", "seed_mean"]
+__all__ = ["fitted_log2_optimum", "optimum_statistics", "seed_mean", "seed_std"]
 
 
 def fitted_log2_optimum(grid: Sequence[float], losses: Sequence[float]) -> float | None:
@@ -69,7 +69,7 @@ def optimum_statistics(
         mean = seed_mean(losses)
         finite = np.isfinite(mean)
         best = int(np.argmin(np.where(finite, mean, np.inf))) if finite.any() else None
-        spread = None if best is None else float(np.std(losses[:, best], ddof=min(1, len(losses) - 1)))
+        spread = None if best is None else float(seed_std(losses[:, best]))
         vertex = fitted_log2_optimum(grid, mean)
         rows.append(
             {
@@ -115,6 +115,13 @@ def seed_mean(values: np.ndarray) -> np.ndarray:
     values = np.asarray(values, dtype=np.float64)
     finite = np.isfinite(values)
     return np.where(finite.all(axis=0), np.mean(np.where(finite, values, 0.0), axis=0), np.inf)
+
+
+def seed_std(values: Any, axis: int = 0) -> Any:
+    """The sample standard deviation over seeds (``ddof=1``; 0 with one seed) along ``axis``: the
+    spread every paramlab summary reports as ``± std``. ``nan`` entries propagate."""
+    values = np.asarray(values, dtype=np.float64)
+    return np.std(values, axis=axis, ddof=min(1, values.shape[axis] - 1))
 
 
 def _bootstrap_std(grid: list[float], losses: np.ndarray, n_bootstrap: int, seed: int) -> float | None:

@@ -56,7 +56,7 @@ def test_table_is_the_seed_statistics_of_the_role_mean():
     for term in ("alpha", "omega", "u"):
         per_seed = np.stack([(values[(s, "a", term)] + values[(s, "b", term)]) / 2 for s in (0, 1)])
         np.testing.assert_allclose(rows[("hidden", term)]["mean"], per_seed.mean(0), rtol=1e-12)
-        np.testing.assert_allclose(rows[("hidden", term)]["std"], per_seed.std(0), rtol=1e-12)
+        np.testing.assert_allclose(rows[("hidden", term)]["std"], per_seed.std(0, ddof=1), rtol=1e-12)
     limiting = np.stack(
         [np.maximum(values[(s, "readout", "alpha")], values[(s, "readout", "u")]) for s in (0, 1)]
     )

@@ -65,7 +65,7 @@ def test_search_picks_the_lowest_seed_mean_and_a_diverged_seed_disqualifies():
     assert layer_constants.best_combination(records) == {"embedding": 1.0, "hidden": 2.0, "readout": 1.0}
     rows = search_rows(records)
     assert [r["loss"] for r in rows[:2]] == pytest.approx([2.0, 2.1])
-    assert rows[0]["loss_std"] == pytest.approx(np.std([1.9, 2.1]))
+    assert rows[0]["loss_std"] == pytest.approx(np.std([1.9, 2.1], ddof=1))
     assert rows[-1]["loss"] == float("inf")
 
 
@@ -76,7 +76,7 @@ def test_gain_is_the_paired_difference_over_seeds():
     records += [_record("evaluate", s, v, width=512, hidden=0.25) for s, v in tuned.items()]
     (row,) = gain_rows(records)
     diffs = np.array([base[s] - tuned[s] for s in base])
-    assert row["gain"] == pytest.approx(diffs.mean()) and row["gain_std"] == pytest.approx(diffs.std())
+    assert row["gain"] == pytest.approx(diffs.mean()) and row["gain_std"] == pytest.approx(diffs.std(ddof=1))
     assert row["gain_percent"] == pytest.approx(100 * diffs.mean() / np.mean(list(base.values())))
     assert (row["hidden"], row["seeds"]) == (0.25, 3)
 

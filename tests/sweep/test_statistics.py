@@ -91,3 +91,13 @@ def test_groups_are_separate_and_sorted_and_seeds_must_match():
         optimum_statistics(records[:-1] + [{**records[-1], "seed": 7}], ("recipe",))
     with pytest.raises(ValueError, match="lacks the keys"):
         optimum_statistics([{"recipe": "a", "learning_rate": 1.0}], ("recipe",))
+
+
+def test_seed_std_is_the_sample_std_and_zero_for_one_seed():
+    from paramlab.sweep import seed_std
+
+    values = np.array([[1.0, 2.0], [3.0, 6.0], [2.0, 1.0]])
+    np.testing.assert_allclose(
+        seed_std(values), [1.0, np.sqrt(((2 - 3) ** 2 + (6 - 3) ** 2 + (1 - 3) ** 2) / 2)]
+    )
+    assert seed_std([2.5]) == 0.0
