@@ -1,9 +1,11 @@
 """Compare several ``experiments.lr_transfer`` runs cell by cell: ``python -m experiments.compare_runs``.
 
 Each run is named ``LABEL=DIR`` (a directory ``experiments.lr_transfer`` wrote); the first is the
-reference. Per (recipe, width, depth) cell the table gives each run's best held-out loss as seed-mean ±
-std (``optimal_lr.json``) and its excess over the reference's, and the figure plots the best loss against
-width per run and recipe::
+reference. Per (recipe, width, depth) cell the first table gives each run's best held-out loss as
+seed-mean ± std (``optimal_lr.json``) and its excess over the reference's; the second how each run's LR
+transferred: its fitted optimum (``2^x`` ± the bootstrap spread in log2 steps) and the loss at the LR
+transferred from its smallest cell with the excess over its own best. The figure plots the best loss
+against width per run and recipe::
 
     python -m experiments.compare_runs --out=runs/eps_compare \\
         "Adam-atan2=runs/eps_atan2" "eps 1e-4=runs/eps_const_1e-4" ...
@@ -14,6 +16,7 @@ Writes ``compare_runs.md`` (printed too) and ``compare_runs.png`` into ``--out``
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -21,7 +24,7 @@ from typing import Any
 
 from experiments.summary_plots import figure, style_axes
 
-__all__ = ["compare", "load_runs", "markdown_table"]
+__all__ = ["compare", "load_runs", "markdown_table", "transfer_table"]
 
 
 def load_runs(specs: Sequence[str]) -> dict[str, dict[tuple, dict[str, Any]]]:
@@ -67,6 +70,37 @@ def markdown_table(runs: dict[str, dict[tuple, dict[str, Any]]]) -> str:
     return "\n".join(lines)
 
 
+def transfer_table(runs: dict[str, dict[tuple, dict[str, Any]]]) -> str:
+    """A row per cell of the reference: each run's fitted optimum and its loss at the transferred LR."""
+    labels = list(runs)
+    lines = [
+        "| recipe | width | depth | "
+        + " | ".join(f"{label}: fitted LR, loss at transferred LR" for label in labels)
+        + " |",
+        "|---|---:|---:|" + "---:|" * len(labels),
+    ]
+    for cell in sorted(runs[labels[0]]):
+        values = []
+        for label in labels:
+            row = runs[label].get(cell)
+            values.append("—" if row is None else _transfer_text(row))
+        lines.append(f"| {cell[0]} | {cell[1]} | {cell[2]} | " + " | ".join(values) + " |")
+    return "\n".join(lines)
+
+
+def _transfer_text(row: dict[str, Any]) -> str:
+    """``2^-7.04 ± 0.01, 1.934 (+0.0%)`` from one optimum row (``-`` for what a row lacks)."""
+    fitted, spread = row.get("fitted_learning_rate"), row.get("fitted_log2_learning_rate_std")
+    lr = (
+        "-"
+        if fitted is None
+        else f"2^{math.log2(fitted):.2f}" + ("" if spread is None else f" ± {spread:.2f}")
+    )
+    loss, excess = row.get("transferred_final_loss"), row.get("transfer_excess_percent")
+    moved = "-" if loss is None else f"{loss:.3f}" + ("" if excess is None else f" ({excess:+.1f}%)")
+    return f"{lr}, {moved}"
+
+
 def plot(runs: dict[str, dict[tuple, dict[str, Any]]], path: str) -> None:
     """Best loss (± std) against width, one panel per recipe, one line per run."""
     recipes = sorted({cell[0] for rows in runs.values() for cell in rows})
@@ -90,10 +124,11 @@ def plot(runs: dict[str, dict[tuple, dict[str, Any]]], path: str) -> None:
 
 
 def compare(specs: Sequence[str], out: str) -> str:
-    """Load the runs, write ``compare_runs.md`` and ``compare_runs.png`` into ``out``; returns the table."""
+    """Load the runs, write ``compare_runs.md`` (both tables) and ``compare_runs.png`` into ``out``; returns
+    the tables."""
     runs = load_runs(specs)
     os.makedirs(out, exist_ok=True)
-    table = markdown_table(runs)
+    table = markdown_table(runs) + "\n\n" + transfer_table(runs)
     with open(os.path.join(out, "compare_runs.md"), "w") as f:
         f.write(table + "\n")
     plot(runs, os.path.join(out, "compare_runs.png"))

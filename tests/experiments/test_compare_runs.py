@@ -49,3 +49,24 @@ def test_one_run_is_not_a_comparison(tmp_path):
 def test_command_line_usage_error(capsys):
     assert compare_runs.main(["a=b"]) == 2
     assert "usage" in capsys.readouterr().err
+
+
+def test_transfer_table_gives_each_runs_fitted_optimum_and_transferred_loss(tmp_path):
+    rows = {
+        "a": {
+            "fitted_learning_rate": 2**-7.04,
+            "fitted_log2_learning_rate_std": 0.01,
+            "transferred_final_loss": 1.934,
+            "transfer_excess_percent": 0.0,
+        },
+        "b": {
+            "fitted_learning_rate": 2**-8.13,
+            "fitted_log2_learning_rate_std": None,
+            "transferred_final_loss": 2.013,
+            "transfer_excess_percent": 3.9,
+        },
+    }
+    runs = {label: {("sp", 256, 2): row} for label, row in rows.items()}
+    runs["c"] = {}
+    lines = compare_runs.transfer_table(runs).splitlines()
+    assert lines[2] == "| sp | 256 | 2 | 2^-7.04 ± 0.01, 1.934 (+0.0%) | 2^-8.13, 2.013 (+3.9%) | — |"
