@@ -11,9 +11,12 @@ The summary reads them at each cell's best grid LR (the optimum table of
 :mod:`experiments.lr_transfer_summary`): per role, the mean over that role's layers, then mean ± std
 over seeds at every logged step (``alignment.json``, ``alignment.md``, ``alignment.png``). The
 *limiting* exponent ``A = max(alpha, u)`` is what enters the per-layer LR exponents (Everett et al.,
-2024, §3): ``1/2`` is the "none" assumption, ``1`` the "full" one. Averaged over the logged steps and
-all widths of a recipe it is the *measured* alignment, written as the flag that trains with it
-(``--config.alignment=hidden=<A>,readout=<A>``).
+2024, §3): ``1/2`` is the "none" assumption, ``1`` the "full" one. Two estimates of it are written as
+the flag that trains with it (``--config.alignment=hidden=<A>,readout=<A>``): the *measured* alignment,
+the per-width exponent averaged over the logged steps and widths, and the alignment *across widths*,
+the slope of the log alignment ratio against the log fan-in (:func:`across_widths_alignment`), which is
+what an LR exponent across widths needs: the per-width exponent carries ``log C / log n`` for a ratio
+``C n^A``.
 """
 
 from __future__ import annotations
@@ -30,12 +33,14 @@ from experiments.lr_transfer_summary import recipe_label
 from experiments.summary_plots import figure, style_axes
 from experiments.transformer_cells import member_fields
 from paramlab.optim.common import sort_key
+from paramlab.sweep import seed_std
 
 __all__ = [
     "alignment_flag",
+    "across_widths_alignment",
     "alignment_records",
     "alignment_table",
-    "layer_roles",
+    "layer_kernels",
     "measured_alignment",
     "write_alignment",
 ]
@@ -44,20 +49,26 @@ ROLES = ("hidden", "readout")  # the roles whose fan-in grows with width: alignm
 NONE, FULL = 0.5, 1.0  # the limiting exponent under the "none" and "full" assumptions
 
 
-def layer_roles(specs: Mapping[str, Any]) -> dict[str, str]:
-    """``{layer: role}`` from a plan's specs: the role of the layer's ``kernel`` parameter."""
-    return {path[: -len("/kernel")]: s.role for path, s in specs.items() if path.endswith("/kernel")}
+def layer_kernels(specs: Mapping[str, Any]) -> dict[str, tuple[str, int]]:
+    """``{layer: (role, fan_in)}`` from a plan's specs: the role and fan-in (the product of the fan-in
+    axes' sizes) of the layer's ``kernel`` parameter."""
+    return {
+        path[: -len("/kernel")]: (s.role, math.prod(s.shape[a] for a in s.fan_in))
+        for path, s in specs.items()
+        if path.endswith("/kernel")
+    }
 
 
 def alignment_records(
     cell: Any,
     members: Sequence[Mapping[str, Any]],
     probes: Mapping[str, np.ndarray],
-    roles: Mapping[str, str],
+    kernels: Mapping[str, tuple[str, int]],
 ) -> list[dict[str, Any]]:
     """One trajectory record per member, layer and term from one sweep's probe table
     (:attr:`paramlab.sweep.SweepResult.probes`: ``step`` and ``alignment/<term>/<layer>`` of shape
-    ``(calls, members)``); a layer absent from ``roles`` gets the role ``"unknown"``."""
+    ``(calls, members)``), with the layer's role and fan-in from ``kernels`` (:func:`layer_kernels`;
+    role ``"unknown"`` and fan-in ``None`` for a layer it lacks)."""
     steps = [int(s) for s in probes["step"]]
     out = []
     for name, values in sorted(probes.items()):
@@ -70,7 +81,8 @@ def alignment_records(
                 {
                     **member_fields(cell, member),
                     "layer": layer,
-                    "role": roles.get(layer, "unknown"),
+                    "role": kernels.get(layer, ("unknown", None))[0],
+                    "fan_in": kernels.get(layer, ("unknown", None))[1],
                     "term": term,
                     "step": steps,
                     "exponent": [float(v) for v in values[:, k]],
@@ -138,6 +150,49 @@ def measured_alignment(table: Sequence[Mapping[str, Any]]) -> dict[str, dict[str
     }
 
 
+def across_widths_alignment(
+    records: Sequence[Mapping[str, Any]], best_lrs: Mapping[tuple[str, int, int], float]
+) -> dict[str, dict[str, dict[str, float]]]:
+    """``{recipe: {role: {"mean", "std"}}}``: the alignment exponent as the LR rule uses it, the growth of
+    the alignment ratio with the fan-in across widths.
+
+    A layer's alignment ratio ``RMS(v M) / (RMS(v) RMS(M)) = fan_in^A_w`` is measured at each width; the
+    rule needs how it *scales*, the slope of ``A_w log(fan_in)`` against ``log(fan_in)`` over the widths
+    (a ratio ``C n^A`` with ``C != 1`` gives per-width exponents ``A + log C / log n``, biased at any
+    finite width). Per layer, seed and logged step the slope of the limiting ``max(alpha, u)`` at each
+    cell's best LR; averaged over steps and the role's layers, then mean ± std over seeds. Needs two
+    widths and records with ``fan_in``.
+    """
+    logs: dict[tuple, dict[int, dict[str, tuple[int, np.ndarray]]]] = {}
+    for r in records:
+        recipe = recipe_label(r["parametrization"], r["depth_rule"])
+        lr = best_lrs.get((recipe, r["width"], r["depth"]))
+        if r["role"] not in ROLES or r["term"] not in ("alpha", "u") or r.get("fan_in") is None:
+            continue
+        if lr is None or not math.isclose(r["learning_rate"], lr):
+            continue
+        exponent = np.asarray([math.nan if v is None else v for v in r["exponent"]], float)
+        key = (recipe, r["role"], r["layer"], r["seed"])
+        logs.setdefault(key, {}).setdefault(r["width"], {})[r["term"]] = (r["fan_in"], exponent)
+    per_seed: dict[tuple, dict[Any, list[float]]] = {}
+    for (recipe, role, _, seed), by_width in logs.items():
+        widths = sorted(w for w, terms in by_width.items() if len(terms) == 2)
+        if len(widths) < 2:
+            continue
+        x = np.log([by_width[w]["alpha"][0] for w in widths])
+        y = np.stack(
+            [np.maximum(by_width[w]["alpha"][1], by_width[w]["u"][1]) * xi for w, xi in zip(widths, x)]
+        )
+        slopes = [np.polyfit(x, y[:, k], 1)[0] for k in range(y.shape[1]) if np.all(np.isfinite(y[:, k]))]
+        if slopes:
+            per_seed.setdefault((recipe, role), {}).setdefault(seed, []).append(float(np.mean(slopes)))
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for (recipe, role), seeds in per_seed.items():
+        values = [float(np.mean(v)) for _, v in sorted(seeds.items())]
+        out.setdefault(recipe, {})[role] = {"mean": float(np.mean(values)), "std": float(seed_std(values))}
+    return out
+
+
 def alignment_flag(measured: Mapping[str, float]) -> str:
     """``"hidden=0.81,readout=0.93"``: the ``--config.alignment`` value of a measured alignment."""
     return ",".join(f"{role}={measured[role]:.2f}" for role in ROLES if role in measured)
@@ -153,9 +208,11 @@ def write_alignment(
     best = {(r["recipe"], r["width"], r["depth"]): r["best_learning_rate"] for r in optimum}
     table = alignment_table(records, best)
     measured = measured_alignment(table)
+    across = across_widths_alignment(records, best)
+    summary = {"table": table, "measured": measured, "across_widths": across}
     with open(os.path.join(out, "alignment.json"), "w") as f:
-        json.dump(strict_json({"table": table, "measured": measured}), f, indent=1, allow_nan=False)
-    text = markdown(table, measured)
+        json.dump(strict_json(summary), f, indent=1, allow_nan=False)
+    text = markdown(table, measured, across)
     with open(os.path.join(out, "alignment.md"), "w") as f:
         f.write(text + "\n")
     if table:
@@ -163,9 +220,14 @@ def write_alignment(
     return text
 
 
-def markdown(table: Sequence[Mapping[str, Any]], measured: Mapping[str, Mapping[str, float]]) -> str:
+def markdown(
+    table: Sequence[Mapping[str, Any]],
+    measured: Mapping[str, Mapping[str, float]],
+    across: Mapping[str, Mapping[str, Mapping[str, float]]] | None = None,
+) -> str:
     """Per recipe, width and role: alpha, omega, u and the limiting exponent at the first and last
-    logged step (mean ± std over seeds), then each recipe's measured alignment flag."""
+    logged step (mean ± std over seeds), then each recipe's measured alignment flag, per width and
+    across widths."""
     cells: dict[tuple, dict[str, Mapping[str, Any]]] = {}
     for r in table:
         cells.setdefault((r["recipe"], r["width"], r["depth"], r["role"]), {})[r["term"]] = r
@@ -182,6 +244,10 @@ def markdown(table: Sequence[Mapping[str, Any]], measured: Mapping[str, Mapping[
     lines.append("")
     for recipe, roles in sorted(measured.items()):
         lines.append(f"measured alignment, {recipe}: `--config.alignment={alignment_flag(roles)}`")
+    for recipe, roles in sorted((across or {}).items()):
+        spread = ", ".join(f"{role} {v['mean']:.2f} ± {v['std']:.2f}" for role, v in sorted(roles.items()))
+        flag = alignment_flag({role: min(1.0, max(0.0, v["mean"])) for role, v in roles.items()})
+        lines.append(f"alignment across widths, {recipe}: {spread} (`--config.alignment={flag}`)")
     return "\n".join(lines)
 
 

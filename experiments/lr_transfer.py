@@ -40,7 +40,7 @@ from typing import Any
 import ml_collections
 
 from experiments import cli
-from experiments.alignment_summary import alignment_records, layer_roles
+from experiments.alignment_summary import alignment_records, layer_kernels
 from experiments.lr_transfer_curves import curve_records
 from experiments.lr_transfer_summary import recipe_label, write_summary
 from experiments.transformer_cells import Cell, build_setting, grid_data, member_record, run_cell
@@ -196,8 +196,8 @@ def run(args: Args, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
         records += [member_record(args, cell, r) for r in result.records]
         curves += curve_records(cell, members, result.history["loss"], args.curve_every)
         if args.log_alignment:
-            roles = layer_roles(setting.plan.specs)
-            alignment += alignment_records(cell, members, result.probes, roles)
+            kernels = layer_kernels(setting.plan.specs)
+            alignment += alignment_records(cell, members, result.probes, kernels)
             save_records(alignment, os.path.join(args.out, "alignment_curves.json"))
         done = [r for r in result.records if not r["diverged"]]
         best = min(done, key=lambda r: r["final_loss"]) if done else None

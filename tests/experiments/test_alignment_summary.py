@@ -85,6 +85,35 @@ def test_measured_alignment_averages_the_limiting_exponent_and_round_trips_as_a_
     assert alignment_exponents(parsed) == parsed
 
 
+def test_across_widths_recovers_the_scaling_exponent_where_per_width_exponents_are_biased():
+    """Alignment ratios ``C fan_in^A`` (``C = 3, 4`` for the two seeds): each width's exponent
+    ``A + log C / log fan_in`` is biased upwards, the slope across widths is ``A`` (two hidden layers,
+    one with fan-in ``4 width``)."""
+    true_a, c, widths = {"hidden": 0.8, "readout": 0.95}, 3.0, (64, 128, 256)
+    records, per_width = [], []
+    for seed in (0, 1):
+        for width in widths:
+            for layer, role, fan_in in (
+                ("q", "hidden", width),
+                ("fc_out", "hidden", 4 * width),
+                ("readout", "readout", width),
+            ):
+                exponent = true_a[role] + np.log(c + seed) / np.log(fan_in)  # C = 3, 4: same slope
+                per_width.append(exponent)
+                for term, value in (("alpha", exponent), ("u", exponent - 0.1)):
+                    record = _record(layer, role, term, seed, [value] * len(STEPS), width=width)
+                    records.append({**record, "fan_in": fan_in})
+    best = {("sp", w, 2): 0.01 for w in widths}
+    across = alignment_summary.across_widths_alignment(records, best)["sp"]
+    assert across["hidden"]["mean"] == pytest.approx(0.8, abs=1e-9)
+    assert across["readout"]["mean"] == pytest.approx(0.95, abs=1e-9)
+    assert across["hidden"]["std"] == pytest.approx(0.0, abs=1e-9)
+    measured = alignment_summary.measured_alignment(alignment_summary.alignment_table(records, best))["sp"]
+    assert measured["hidden"] > 0.8 + 0.15  # the per-width average carries log C / log n
+    text = alignment_summary.markdown([], {}, {"sp": across})
+    assert "alignment across widths, sp: hidden 0.80 ± 0.00, readout 0.95 ± 0.00" in text
+
+
 def test_json_null_exponents_count_as_missing():
     records = [
         _record("a", "hidden", "alpha", 0, [0.6, None, 0.8]),
@@ -132,6 +161,8 @@ def test_tiny_run_logs_trajectories_consistent_with_the_final_records(tmp_path):
                 )
     summary = json.loads((out / "alignment.json").read_text())
     assert set(summary["measured"]["mup"]) == {"hidden", "readout"}
+    assert set(summary["across_widths"]["mup"]) == {"hidden", "readout"}
+    assert {c["fan_in"] for c in curves if c["layer"] == "readout"} == {16, 32}
     assert (out / "alignment.png").stat().st_size > 0
     assert "measured alignment, mup" in (out / "alignment.md").read_text()
     rewritten = tmp_path / "rewritten"
