@@ -113,18 +113,23 @@ section_12() {  # Adam LR transfer, 500 steps, 3 seeds (~80 min)
   copy runs/lr_transfer_long/loss_curves.png lr_transfer_long_curves.png
 }
 
-section_13() {  # alignment over training (~16 min), then LR transfer under none / measured alignment (~26 min)
+section_13() {  # alignment over training (~10 min), then LR transfer under none / measured / across-widths (~30 min)
   run experiments.lr_transfer --out=runs/alignment --config.parametrization=sp,mup,ntk --config.optimizer=adam \
     --config.widths=64,128,256 --config.learning_rates=0.00390625,0.0078125,0.015625 --config.steps=200 \
     --config.warmup_steps=10 --config.seeds=3 --config.log_alignment=True
-  local measured long2="--config.parametrization=sp --config.optimizer=adam --config.widths=64,256
+  local measured across long2="--config.parametrization=sp --config.optimizer=adam --config.widths=64,256
     --config.learning_rate_grid=0.001953125,0.03125,2 --config.steps=500 --config.warmup_steps=25 --config.seeds=3"
   measured=$("$PY" -c "import json; from experiments.alignment_summary import alignment_flag
 print(alignment_flag(json.load(open('runs/alignment/alignment.json'))['measured']['sp']))")
+  across=$("$PY" -c "import json; from experiments.alignment_summary import alignment_flag
+a = json.load(open('runs/alignment/alignment.json'))['across_widths']['sp']
+print(alignment_flag({k: min(1.0, max(0.0, v['mean'])) for k, v in a.items()}))")
   run experiments.lr_transfer $long2 --config.alignment=none --out=runs/lr_transfer_long_none
   run experiments.lr_transfer $long2 --config.alignment="$measured" --out=runs/lr_transfer_long_measured
+  run experiments.lr_transfer $long2 --config.alignment="$across" --out=runs/lr_transfer_long_across
   run experiments.compare_runs --out=runs/alignment_compare "full=runs/lr_transfer_long" \
-    "none=runs/lr_transfer_long_none" "measured ($measured)=runs/lr_transfer_long_measured"
+    "none=runs/lr_transfer_long_none" "measured per width ($measured)=runs/lr_transfer_long_measured" \
+    "measured across widths ($across)=runs/lr_transfer_long_across"
   copy runs/alignment/alignment.png alignment.png
   copy runs/alignment_compare/compare_runs.png alignment_lr_transfer.png
 }
