@@ -235,6 +235,19 @@ def _title(args: Args) -> str:
     )
 
 
+def _with_fan_in(args: Args, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Alignment trajectories written before they carried each layer's fan-in get it from their cell's
+    plan (built from ``args``, the run's own flags)."""
+    kernels: dict[Cell, dict[str, tuple[str, int]]] = {}
+    out = []
+    for r in records:
+        cell = Cell(r["parametrization"], r["depth_rule"], r["width"], r["depth"])
+        if cell not in kernels:
+            kernels[cell] = layer_kernels(build_setting(args, cell).plan.specs)
+        out.append(r if "fan_in" in r else {**r, "fan_in": kernels[cell].get(r["layer"], (None, None))[1]})
+    return out
+
+
 def main(config: ml_collections.ConfigDict, paths: dict[str, str]) -> None:
     """Validate, fail fast on a combination paramlab lacks, then run every sweep; with ``--results``,
     write the summary of those records to ``--out`` instead of training."""
@@ -248,6 +261,8 @@ def main(config: ml_collections.ConfigDict, paths: dict[str, str]) -> None:
             load_records(beside(name)) if os.path.exists(beside(name)) else None
             for name in ("curves.json", "alignment_curves.json")
         )
+        if alignment and any("fan_in" not in r for r in alignment):
+            alignment = _with_fan_in(args, alignment)
         write_summary(
             load_records(paths["results"]), args.out, title=_title(args), curves=curves, alignment=alignment
         )

@@ -169,3 +169,9 @@ def test_tiny_run_logs_trajectories_consistent_with_the_final_records(tmp_path):
     paths = {"out": str(rewritten), "data": "", "results": str(out / "results.json")}
     lr_transfer.main(config, paths)
     assert json.loads((rewritten / "alignment.json").read_text()) == summary
+    # trajectories written before they carried the fan-in get it from the cells' plans
+    (out / "alignment_curves.json").write_text(
+        json.dumps([{k: v for k, v in c.items() if k != "fan_in"} for c in curves])
+    )
+    lr_transfer.main(config, paths)
+    assert json.loads((rewritten / "alignment.json").read_text()) == summary
