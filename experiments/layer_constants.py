@@ -32,11 +32,10 @@ from typing import Any
 import ml_collections
 
 from experiments import cli, lr_transfer
-from experiments.layer_constants_summary import write_summary
+from experiments.layer_constants_summary import ROLES, write_summary
 from experiments.transformer_cells import Cell, build_setting, grid_data, member_record, run_cell
 
 PROGRAM = "experiments.layer_constants"
-ROLES = ("embedding", "hidden", "readout")
 
 
 def parse_args(

@@ -23,7 +23,7 @@ from paramlab.sweep import seed_std
 
 __all__ = ["gain_rows", "search_rows", "write_summary"]
 
-ROLES = ("embedding", "hidden", "readout")
+ROLES = ("embedding", "hidden", "readout")  # the roles with a searched constant (vectors count as embedding)
 
 
 def _loss(r: Mapping[str, Any]) -> float:
