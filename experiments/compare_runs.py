@@ -31,7 +31,7 @@ def load_runs(specs: Sequence[str]) -> dict[str, dict[tuple, dict[str, Any]]]:
     """``{label: {(recipe, width, depth): optimum row}}`` from ``LABEL=DIR`` specs, in order."""
     runs: dict[str, dict[tuple, dict[str, Any]]] = {}
     for spec in specs:
-        label, sep, directory = spec.partition("=")
+        label, sep, directory = spec.rpartition("=")  # the label may hold "=" (a flag), the directory not
         if not sep or not label or not directory:
             raise ValueError(f"a run must be given as LABEL=DIR, got {spec!r}.")
         if label in runs:
