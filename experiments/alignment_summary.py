@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -76,19 +76,32 @@ def alignment_records(
             continue
         _, term, layer = name.split("/", 2)
         values = np.asarray(values, dtype=np.float64)
+        role, fan_in = kernels.get(layer, ("unknown", None))
         for k, member in enumerate(members):
             out.append(
                 {
                     **member_fields(cell, member),
                     "layer": layer,
-                    "role": kernels.get(layer, ("unknown", None))[0],
-                    "fan_in": kernels.get(layer, ("unknown", None))[1],
+                    "role": role,
+                    "fan_in": fan_in,
                     "term": term,
                     "step": steps,
                     "exponent": [float(v) for v in values[:, k]],
                 }
             )
     return out
+
+
+def _at_best_lr(
+    records: Sequence[Mapping[str, Any]], best_lrs: Mapping[tuple[str, int, int], float]
+) -> Iterator[tuple[str, Mapping[str, Any], np.ndarray]]:
+    """``(recipe label, record, exponents)`` for the records of a role in ``ROLES`` at their cell's LR in
+    ``best_lrs``; a JSON ``null`` exponent (no value) is ``nan``."""
+    for r in records:
+        recipe = recipe_label(r["parametrization"], r["depth_rule"])
+        lr = best_lrs.get((recipe, r["width"], r["depth"]))
+        if r["role"] in ROLES and lr is not None and math.isclose(r["learning_rate"], lr):
+            yield recipe, r, np.asarray([math.nan if v is None else v for v in r["exponent"]], float)
 
 
 def alignment_table(
@@ -99,14 +112,9 @@ def alignment_table(
     term ``"limiting"`` is ``max(alpha, u)`` per seed and step."""
     by_seed: dict[tuple, dict[int, list[np.ndarray]]] = {}
     steps: dict[tuple, list[int]] = {}
-    for r in records:
-        recipe = recipe_label(r["parametrization"], r["depth_rule"])
-        lr = best_lrs.get((recipe, r["width"], r["depth"]))
-        if r["role"] not in ROLES or lr is None or not math.isclose(r["learning_rate"], lr):
-            continue
+    for recipe, r, exponent in _at_best_lr(records, best_lrs):
         key = (recipe, r["width"], r["depth"], r["role"], r["term"])
-        exponent = [math.nan if v is None else v for v in r["exponent"]]  # JSON null: no value
-        by_seed.setdefault(key, {}).setdefault(r["seed"], []).append(np.asarray(exponent, float))
+        by_seed.setdefault(key, {}).setdefault(r["seed"], []).append(exponent)
         steps[key] = list(r["step"])
     per_seed = {  # key -> (seeds, steps): the mean over the role's layers
         key: np.stack([np.nanmean(np.stack(layers), axis=0) for _, layers in sorted(seeds.items())])
@@ -164,14 +172,9 @@ def across_widths_alignment(
     widths and records with ``fan_in``.
     """
     logs: dict[tuple, dict[int, dict[str, tuple[int, np.ndarray]]]] = {}
-    for r in records:
-        recipe = recipe_label(r["parametrization"], r["depth_rule"])
-        lr = best_lrs.get((recipe, r["width"], r["depth"]))
-        if r["role"] not in ROLES or r["term"] not in ("alpha", "u") or r.get("fan_in") is None:
+    for recipe, r, exponent in _at_best_lr(records, best_lrs):
+        if r["term"] not in ("alpha", "u") or r.get("fan_in") is None:
             continue
-        if lr is None or not math.isclose(r["learning_rate"], lr):
-            continue
-        exponent = np.asarray([math.nan if v is None else v for v in r["exponent"]], float)
         key = (recipe, r["role"], r["layer"], r["seed"])
         logs.setdefault(key, {}).setdefault(r["width"], {})[r["term"]] = (r["fan_in"], exponent)
     per_seed: dict[tuple, dict[Any, list[float]]] = {}
