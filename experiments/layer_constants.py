@@ -32,7 +32,7 @@ from typing import Any
 import ml_collections
 
 from experiments import cli, lr_transfer
-from experiments.layer_constants_summary import ROLES, write_summary
+from experiments.layer_constants_summary import ROLES, search_rows, write_summary
 from experiments.transformer_cells import Cell, build_setting, grid_data, member_record, run_cell
 
 PROGRAM = "experiments.layer_constants"
@@ -131,18 +131,11 @@ def _stage(
 
 def best_combination(records: Sequence[Mapping[str, Any]]) -> dict[str, float]:
     """The search's per-role constants with the lowest seed-mean final loss (a diverged seed counts
-    as ``inf``)."""
-    losses: dict[tuple, list[float]] = {}
-    for r in records:
-        if r["stage"] == "search":
-            loss = r["final_loss"]
-            losses.setdefault(tuple(r[role] for role in ROLES), []).append(
-                math.inf if loss is None or r["diverged"] else loss
-            )
-    if not losses:
+    as ``inf``): the first row of :func:`experiments.layer_constants_summary.search_rows`."""
+    rows = search_rows(records)
+    if not rows:
         raise ValueError("best_combination: no search records.")
-    key = min(losses, key=lambda k: (sum(losses[k]) / len(losses[k]), k))
-    return dict(zip(ROLES, key))
+    return {role: rows[0][role] for role in ROLES}
 
 
 def _title(args: Any) -> str:
